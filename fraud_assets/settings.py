@@ -1,0 +1,65 @@
+"""Paths, URIs and knobs: environment variables with embedded defaults, nothing else.
+
+Everything defaults to folders inside the repository so a fresh clone runs with no setup;
+production swaps these through the environment (s3:// lake, Postgres, Redis...).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _path(name: str, default: str) -> str:
+    """A path or URL from the environment; relative defaults resolve against the repo."""
+    value = os.environ.get(name, "").strip()
+    if value:
+        return value
+    return str(PROJECT_ROOT / default)
+
+
+# Storage: the data lake (Parquet partitions), any fsspec/UPath URL.
+DATA_ROOT = _path("FRAUD_DATA_ROOT", "data")
+REPORTS_ROOT = _path("FRAUD_REPORTS_ROOT", "data/reports")
+DAGSTER_HOME = _path("DAGSTER_HOME", ".dagster")
+MLFLOW_DIR = _path("FRAUD_MLFLOW_DIR", ".mlflow")
+MLFLOW_TRACKING_URI = _env("MLFLOW_TRACKING_URI", f"sqlite:///{Path(MLFLOW_DIR) / 'mlflow.db'}")
+MLFLOW_ARTIFACT_ROOT = _env("FRAUD_MLFLOW_ARTIFACT_ROOT", str(Path(MLFLOW_DIR) / "artifacts"))
+MLFLOW_EXPERIMENT = _env("FRAUD_MLFLOW_EXPERIMENT", "fraud_assets")
+MODEL_NAME = _env("FRAUD_MODEL_NAME", "fraud_model")
+BENTOML_HOME = _path("BENTOML_HOME", ".bentoml")
+
+# Partitions: the first day the pipeline knows about.
+PARTITIONS_START = _env("FRAUD_PARTITIONS_START", "2026-01-01")
+
+# Source: "simulator" (default) or "files" (then FRAUD_SOURCE_CONFIG points at a YAML/JSON file).
+SOURCE = _env("FRAUD_SOURCE", "simulator")
+SOURCE_CONFIG = os.environ.get("FRAUD_SOURCE_CONFIG", "").strip() or None
+
+# Simulator size: 1.0 is the demo (~8k transactions/day); 100 gives ~1M/day.
+SIM_SEED = int(_env("FRAUD_SIM_SEED", "7"))
+SIM_SIZE = float(_env("FRAUD_SIM_SIZE", "1.0"))
+SIM_DRIFT = os.environ.get("FRAUD_SIM_DRIFT", "").strip() or None  # JSON list of scenarios
+
+# Demo range: the last DEMO_DAYS complete days before DEMO_END (default: yesterday).
+DEMO_DAYS = int(_env("FRAUD_DEMO_DAYS", "60"))
+
+
+def demo_end() -> date:
+    raw = os.environ.get("FRAUD_DEMO_END", "").strip()
+    return date.fromisoformat(raw) if raw else date.today() - timedelta(days=1)
+
+
+# Raw-data quality gate.
+AMOUNT_CAP = float(_env("FRAUD_AMOUNT_CAP", "50000"))
+ROW_COUNT_BAND = float(_env("FRAUD_ROW_COUNT_BAND", "0.5"))
+LABEL_RATE_MIN = float(_env("FRAUD_LABEL_RATE_MIN", "0.0005"))
+LABEL_RATE_MAX = float(_env("FRAUD_LABEL_RATE_MAX", "0.05"))
