@@ -25,6 +25,8 @@ def write_parquet_atomic(df: pl.DataFrame, path: UPath) -> None:
         with path.open("wb") as f:
             df.write_parquet(f, statistics=True)
         return
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         df.write_parquet(str(tmp), statistics=True)
