@@ -42,6 +42,8 @@ def test_partitions_identical_in_any_order_and_in_a_parallel_backfill(
         "FRAUD_SIM_SIZE": str(SMALL_SIM["size"]),
     }
     (tmp_path / "home").mkdir()
+    # The instance exists before a backfill starts (otherwise 3 processes race to create it).
+    dg.DagsterInstance.from_config(str(tmp_path / "home")).dispose()
     procs = [
         subprocess.Popen(
             [

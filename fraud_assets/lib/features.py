@@ -1,0 +1,369 @@
+"""THE feature definitions, with a batch path (Polars) and an online path (plain Python).
+
+Both paths implement the same definitions and are tested against each other; the serving
+code imports only the online half (no Polars import happens unless a batch function runs).
+
+Definitions, for a transaction at time t on day D (UTC):
+- time: hour of day, weekend, night (22:00-06:00).
+- customer windows over 1, 7 and 30 days *up to and including* the transaction: count, mean
+  and max amount; the amount relative to the 30-day mean; a 1-hour velocity (count, and
+  count of small online amounts, the signature of card testing). Transactions at the same
+  instant are ordered by transaction_id, and a transaction never sees those after it.
+- terminal risk over 1, 7 and 30 days: the terminal's transactions on days D-w .. D-1 and
+  how many of them were *known* to be fraud by the end of day D-1 (labels arrive late).
+  Known-ness at day granularity means one daily snapshot per terminal serves a whole day
+  exactly, online and in batch.
+- merchant category and channel as CatBoost categoricals, when the source has them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
+
+FEATURE_CODE_VERSION = "features-v1"  # bump when a definition changes (also hashed in MLflow)
+WINDOWS_DAYS = (1, 7, 30)
+VELOCITY_SECONDS = 3_600
+SMALL_AMOUNT = 5.0
+NIGHT_START_HOUR, NIGHT_END_HOUR = 22, 6
+CATEGORICAL_COLUMNS = ("merchant_category", "channel")
+UNKNOWN_CATEGORY = "unknown"
+KEY_COLUMNS = ("transaction_id", "ts", "customer_id", "terminal_id")
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+# Keys order transactions of one customer: time in microseconds, then arrival rank among
+# transactions at the same microsecond (so ties never see each other out of order).
+TIE_SLOTS = 1_024
+HISTORY_DAYS = max(WINDOWS_DAYS)
+
+TIME_FEATURES = ["hour", "is_weekend", "is_night"]
+CUSTOMER_FEATURES = [
+    f"customer_{stat}_{w}d"
+    for w in WINDOWS_DAYS
+    for stat in ("tx_count", "amount_mean", "amount_max")
+] + ["amount_to_customer_mean_30d", "customer_tx_count_1h", "customer_small_online_count_1h"]
+TERMINAL_COUNT_COLUMNS = [
+    f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")
+]
+TERMINAL_FEATURES = [*TERMINAL_COUNT_COLUMNS, *(f"terminal_risk_{w}d" for w in WINDOWS_DAYS)]
+NUMERIC_FEATURES = ["amount", *TIME_FEATURES, *CUSTOMER_FEATURES, *TERMINAL_FEATURES]
+
+
+def feature_columns(categoricals: Sequence[str]) -> list[str]:
+    """The model's input vector: numeric features, then the categoricals the source has."""
+    return [*NUMERIC_FEATURES, *(c for c in CATEGORICAL_COLUMNS if c in categoricals)]
+
+
+def available_categoricals(columns: Sequence[str]) -> list[str]:
+    return [c for c in CATEGORICAL_COLUMNS if c in columns]
+
+
+# ---------------------------------------------------------------- shared scalar definitions
+
+
+def is_night(hour: int) -> int:
+    return int(hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR)
+
+
+def is_small_online(amount: float, channel: str | None, has_channel: bool) -> int:
+    """Card-testing probes: tiny amounts, online when the source knows the channel."""
+    return int(amount < SMALL_AMOUNT and (not has_channel or channel == "online"))
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else 0.0
+
+
+def amount_to_mean(amount: float, mean: float) -> float:
+    return amount / mean if mean > 0 else 1.0
+
+
+# ---------------------------------------------------------------------------- batch path
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def customer_features(history: pl.DataFrame, day: date) -> pl.DataFrame:
+    """Customer window features for the transactions of `day`.
+
+    `history` holds the raw transactions of days D-30 .. D (more is harmless); only the rows
+    of `day` come back, keyed by transaction_id.
+    """
+    import polars as pl
+
+    start, end = _day_bounds(day)
+    has_channel = "channel" in history.columns
+    base = (
+        history.lazy()
+        .filter(pl.col("ts") >= start - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < end)
+        .select(
+            "transaction_id",
+            "customer_id",
+            "ts",
+            "amount",
+            small=(pl.col("amount") < SMALL_AMOUNT)
+            & ((pl.col("channel") == "online").fill_null(False) if has_channel else pl.lit(True)),
+        )
+        .sort("customer_id", "ts", "transaction_id")
+        .with_columns(
+            key=pl.col("ts").dt.epoch("us") * TIE_SLOTS
+            + pl.int_range(pl.len()).over("customer_id", pl.col("ts")),
+        )
+    )
+    aggs: list[pl.Expr] = []
+    frames = []
+    for w in WINDOWS_DAYS:
+        frames.append(
+            base.rolling(
+                index_column="key",
+                period=f"{w * US_PER_DAY * TIE_SLOTS}i",
+                closed="right",
+                group_by="customer_id",
+            ).agg(
+                pl.col("transaction_id").last(),
+                pl.len().cast(pl.Float64).alias(f"customer_tx_count_{w}d"),
+                pl.col("amount").sum().alias(f"_sum_{w}d"),
+                pl.col("amount").max().alias(f"customer_amount_max_{w}d"),
+            )
+        )
+    frames.append(
+        base.rolling(
+            index_column="key",
+            period=f"{VELOCITY_SECONDS * US_PER_SECOND * TIE_SLOTS}i",
+            closed="right",
+            group_by="customer_id",
+        ).agg(
+            pl.col("transaction_id").last(),
+            pl.len().cast(pl.Float64).alias("customer_tx_count_1h"),
+            pl.col("small").sum().cast(pl.Float64).alias("customer_small_online_count_1h"),
+        )
+    )
+    out = base.select("transaction_id", "ts", "amount")
+    for frame in frames:
+        out = out.join(frame.drop("customer_id", "key"), on="transaction_id", how="left")
+    for w in WINDOWS_DAYS:
+        aggs.append(
+            (pl.col(f"_sum_{w}d") / pl.col(f"customer_tx_count_{w}d")).alias(
+                f"customer_amount_mean_{w}d"
+            )
+        )
+    return (
+        out.with_columns(aggs)
+        .with_columns(
+            amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)
+            .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
+            .otherwise(1.0)
+        )
+        .filter(pl.col("ts") >= start)
+        .select("transaction_id", *CUSTOMER_FEATURES)
+        .collect()
+    )
+
+
+def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """Per-terminal counts that every transaction of day `as_of` sees.
+
+    `history`: raw transactions covering days as_of-30 .. as_of-1; `labels`: label events
+    (any range). A transaction counts as fraud only if a fraud label for it was known before
+    `as_of` 00:00 UTC.
+    """
+    import polars as pl
+
+    start, _ = _day_bounds(as_of)
+    known_fraud = (
+        labels.lazy()
+        .filter(pl.col("known_at") < start)
+        .group_by("transaction_id")
+        .agg(known_fraud=pl.col("is_fraud").max().cast(pl.Float64))
+    )
+    tx = (
+        history.lazy()
+        .filter(pl.col("ts") >= start - timedelta(days=HISTORY_DAYS), pl.col("ts") < start)
+        .select("transaction_id", "terminal_id", "ts")
+        .join(known_fraud, on="transaction_id", how="left")
+        .with_columns(pl.col("known_fraud").fill_null(0.0))
+    )
+    aggs = []
+    for w in WINDOWS_DAYS:
+        inside = pl.col("ts") >= start - timedelta(days=w)
+        aggs += [
+            inside.sum().cast(pl.Float64).alias(f"terminal_tx_count_{w}d"),
+            (pl.col("known_fraud") * inside).sum().alias(f"terminal_fraud_count_{w}d"),
+        ]
+    snap = tx.group_by("terminal_id").agg(aggs)
+    return (
+        snap.with_columns(
+            [
+                pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
+                .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
+                .otherwise(0.0)
+                .alias(f"terminal_risk_{w}d")
+                for w in WINDOWS_DAYS
+            ]
+        )
+        .select("terminal_id", *TERMINAL_FEATURES)
+        .sort("terminal_id")
+        .collect()
+    )
+
+
+def batch_features(history: pl.DataFrame, labels: pl.DataFrame, day: date) -> pl.DataFrame:
+    """Feature rows for every transaction of `day` (keys + features, no labels).
+
+    `history`: raw transactions of days D-30 .. D; `labels`: label events known before D.
+    """
+    import polars as pl
+
+    start, end = _day_bounds(day)
+    cats = available_categoricals(history.columns)
+    today = history.filter(pl.col("ts") >= start, pl.col("ts") < end)
+    snapshot = terminal_snapshot(history, labels, day)
+    customer = customer_features(history, day)
+    hour = pl.col("ts").dt.hour()
+    frame = (
+        today.select(
+            *KEY_COLUMNS,
+            pl.col("amount").cast(pl.Float64),
+            hour.cast(pl.Float64).alias("hour"),
+            (pl.col("ts").dt.weekday() >= 6).cast(pl.Float64).alias("is_weekend"),
+            ((hour >= NIGHT_START_HOUR) | (hour < NIGHT_END_HOUR))
+            .cast(pl.Float64)
+            .alias("is_night"),
+            *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
+        )
+        .join(customer, on="transaction_id", how="left")
+        .join(snapshot, on="terminal_id", how="left")
+        .with_columns(pl.col(TERMINAL_FEATURES).fill_null(0.0))
+        .sort("ts", "transaction_id")
+    )
+    return frame.select(*KEY_COLUMNS, *feature_columns(cats))
+
+
+# --------------------------------------------------------------------------- online path
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Epoch microseconds of an aware datetime (naive ones are taken as UTC)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+class CustomerHistory:
+    """One customer's last 30 days: parallel lists ordered by key (time, then arrival)."""
+
+    __slots__ = ("amounts", "keys", "small")
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.amounts: list[float] = []
+        self.small: list[int] = []
+
+    def next_key(self, ts_us: int) -> int:
+        """Key of a new transaction at ts_us: after every one already seen at that instant."""
+        base = ts_us * TIE_SLOTS
+        i = bisect.bisect_left(self.keys, base)
+        j = bisect.bisect_left(self.keys, base + TIE_SLOTS)
+        return base + (j - i)
+
+    def add(self, key: int, amount: float, small: int) -> None:
+        i = bisect.bisect_right(self.keys, key)
+        self.keys.insert(i, key)
+        self.amounts.insert(i, amount)
+        self.small.insert(i, small)
+
+    def prune(self, now_us: int) -> None:
+        """Forget what no window can reach any more."""
+        cutoff = (now_us - HISTORY_DAYS * US_PER_DAY) * TIE_SLOTS
+        i = bisect.bisect_right(self.keys, cutoff)
+        if i:
+            del self.keys[:i], self.amounts[:i], self.small[:i]
+
+    def to_rows(self) -> list[tuple[int, float, int]]:
+        return list(zip(self.keys, self.amounts, self.small, strict=True))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> CustomerHistory:
+        h = cls()
+        for key, amount, small in sorted(rows):
+            h.keys.append(int(key))
+            h.amounts.append(float(amount))
+            h.small.append(int(small))
+        return h
+
+
+def _window_stats(history: CustomerHistory, key: int, span: int) -> tuple[float, float, float, int]:
+    """count, sum, max and small-count over entries with key in (key - span, key]."""
+    keys = history.keys
+    lo = bisect.bisect_right(keys, key - span)
+    hi = bisect.bisect_right(keys, key)
+    amounts = history.amounts[lo:hi]
+    if not amounts:
+        return 0.0, 0.0, 0.0, 0
+    total = math.fsum(amounts)
+    return float(len(amounts)), total, max(amounts), sum(history.small[lo:hi])
+
+
+def online_features(
+    tx: Mapping[str, Any],
+    history: CustomerHistory,
+    terminal: Mapping[str, float] | None,
+    categoricals: Sequence[str] = CATEGORICAL_COLUMNS,
+    *,
+    update: bool = True,
+) -> dict[str, Any]:
+    """Features of one transaction, from its customer's history and its terminal's snapshot.
+
+    With `update`, the transaction joins the history (so later ones in the day see it).
+    `tx` has ts (aware datetime), customer_id, terminal_id, amount and the categoricals.
+    """
+    ts: datetime = tx["ts"]
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    ts = ts.astimezone(UTC)
+    amount = float(tx["amount"])
+    small = is_small_online(amount, tx.get("channel"), "channel" in categoricals)
+    ts_us = ts_to_us(ts)
+    key = history.next_key(ts_us)
+    history.add(key, amount, small)
+    out: dict[str, Any] = {
+        "amount": amount,
+        "hour": float(ts.hour),
+        "is_weekend": float(ts.weekday() >= 5),
+        "is_night": float(is_night(ts.hour)),
+    }
+    for w in WINDOWS_DAYS:
+        count, total, biggest, _ = _window_stats(history, key, w * US_PER_DAY * TIE_SLOTS)
+        out[f"customer_tx_count_{w}d"] = count
+        out[f"customer_amount_mean_{w}d"] = total / count
+        out[f"customer_amount_max_{w}d"] = biggest
+    out["amount_to_customer_mean_30d"] = amount_to_mean(amount, out["customer_amount_mean_30d"])
+    count, _, _, small_count = _window_stats(
+        history, key, VELOCITY_SECONDS * US_PER_SECOND * TIE_SLOTS
+    )
+    out["customer_tx_count_1h"] = count
+    out["customer_small_online_count_1h"] = float(small_count)
+    snap = terminal or {}
+    for name in TERMINAL_FEATURES:
+        out[name] = float(snap.get(name, 0.0))
+    for c in categoricals:
+        value = tx.get(c)
+        out[c] = UNKNOWN_CATEGORY if value is None else str(value)
+    if not update:
+        i = history.keys.index(key)
+        del history.keys[i], history.amounts[i], history.small[i]
+    else:
+        history.prune(ts_us)
+    # Same column order as the batch path.
+    return {name: out[name] for name in feature_columns(categoricals)}

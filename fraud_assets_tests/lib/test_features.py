@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from fraud_assets.lib import features as F
+from fraud_assets.lib.simulation import SimulationConfig, Simulator
+
+DAY = date(2026, 3, 10)
+T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def _tx(rows: list[tuple]) -> pl.DataFrame:
+    """rows: (transaction_id, ts, customer_id, terminal_id, amount, channel)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "transaction_id": pl.String,
+            "ts": pl.Datetime("us", "UTC"),
+            "customer_id": pl.String,
+            "terminal_id": pl.String,
+            "amount": pl.Float64,
+            "channel": pl.String,
+        },
+        orient="row",
+    )
+
+
+def _labels(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows,
+        schema={
+            "transaction_id": pl.String,
+            "is_fraud": pl.Int8,
+            "known_at": pl.Datetime("us", "UTC"),
+        },
+        orient="row",
+    )
+
+
+NO_LABELS = _labels([])
+
+
+def _row(df: pl.DataFrame, tid: str) -> dict:
+    return df.filter(pl.col("transaction_id") == tid).to_dicts()[0]
+
+
+def test_first_transaction_of_a_customer() -> None:
+    out = F.batch_features(_tx([("a", T0, "c1", "t1", 40.0, "online")]), NO_LABELS, DAY)
+    row = _row(out, "a")
+    assert row["customer_tx_count_1d"] == 1 and row["customer_tx_count_30d"] == 1
+    assert row["customer_amount_mean_7d"] == 40.0 and row["customer_amount_max_30d"] == 40.0
+    assert row["amount_to_customer_mean_30d"] == 1.0
+    assert row["terminal_tx_count_30d"] == 0 and row["terminal_risk_7d"] == 0
+    assert row["hour"] == 12 and row["is_night"] == 0 and row["is_weekend"] == 0  # a Tuesday
+
+
+def test_window_boundaries_are_exclusive_at_t_minus_w() -> None:
+    hist = _tx(
+        [
+            ("old_exact", T0 - timedelta(days=7), "c1", "t1", 100.0, "card_present"),
+            (
+                "old_inside",
+                T0 - timedelta(days=7) + timedelta(microseconds=1),
+                "c1",
+                "t1",
+                10.0,
+                "card_present",
+            ),
+            ("now", T0, "c1", "t1", 20.0, "card_present"),
+        ]
+    )
+    row = _row(F.batch_features(hist, NO_LABELS, DAY), "now")
+    assert row["customer_tx_count_7d"] == 2  # old_inside and now; old_exact is out
+    assert row["customer_amount_max_7d"] == 20.0
+    assert row["customer_tx_count_30d"] == 3
+    assert row["customer_amount_max_30d"] == 100.0
+    assert row["customer_amount_mean_30d"] == pytest.approx(130 / 3)
+    assert row["amount_to_customer_mean_30d"] == pytest.approx(20 / (130 / 3))
+
+
+def test_simultaneous_transactions_never_see_later_ones() -> None:
+    hist = _tx([("b", T0, "c1", "t1", 1.0, "online"), ("a", T0, "c1", "t1", 2.0, "online")])
+    out = F.batch_features(hist, NO_LABELS, DAY)
+    assert _row(out, "a")["customer_tx_count_1d"] == 1  # "a" sorts first
+    assert _row(out, "b")["customer_tx_count_1d"] == 2
+    assert _row(out, "b")["customer_small_online_count_1h"] == 2
+
+
+def test_velocity_counts_small_online_amounts_in_the_last_hour() -> None:
+    hist = _tx(
+        [
+            ("p1", T0 - timedelta(minutes=61), "c1", "t9", 1.0, "online"),
+            ("p2", T0 - timedelta(minutes=30), "c1", "t9", 1.0, "online"),
+            ("p3", T0 - timedelta(minutes=20), "c1", "t2", 1.0, "card_present"),
+            ("big", T0, "c1", "t9", 900.0, "online"),
+        ]
+    )
+    row = _row(F.batch_features(hist, NO_LABELS, DAY), "big")
+    assert row["customer_tx_count_1h"] == 3
+    assert row["customer_small_online_count_1h"] == 1
+
+
+def test_terminal_risk_counts_only_labels_known_before_the_day() -> None:
+    yesterday = T0 - timedelta(days=1)
+    hist = _tx(
+        [
+            ("f1", yesterday, "c2", "t1", 50.0, "card_present"),
+            ("f2", yesterday - timedelta(days=3), "c3", "t1", 50.0, "card_present"),
+            ("f3", yesterday - timedelta(days=10), "c4", "t1", 50.0, "card_present"),
+            ("g1", yesterday, "c5", "t1", 50.0, "card_present"),
+            ("now", T0, "c1", "t1", 20.0, "card_present"),
+        ]
+    )
+    midnight = datetime(2026, 3, 10, tzinfo=UTC)
+    labels = _labels(
+        [
+            ("f1", 1, midnight),  # known exactly at D 00:00: not yet known for day D
+            ("f2", 1, midnight - timedelta(microseconds=1)),  # known just before: counts
+            ("f3", 1, midnight - timedelta(days=2)),
+            ("g1", 0, midnight - timedelta(hours=1)),
+        ]
+    )
+    row = _row(F.batch_features(hist, labels, DAY), "now")
+    assert row["terminal_tx_count_1d"] == 2 and row["terminal_fraud_count_1d"] == 0
+    assert row["terminal_tx_count_7d"] == 3 and row["terminal_fraud_count_7d"] == 1
+    assert row["terminal_tx_count_30d"] == 4 and row["terminal_fraud_count_30d"] == 2
+    assert row["terminal_risk_30d"] == 0.5
+    # The next day, f1's label is known.
+    nxt = F.terminal_snapshot(hist, labels, DAY + timedelta(days=1)).to_dicts()[0]
+    assert nxt["terminal_fraud_count_7d"] == 2
+
+
+def test_no_leakage_from_later_rows_or_later_labels() -> None:
+    sim = Simulator(SimulationConfig(seed=9, size=0.2))
+    days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
+    hist = pl.concat([sim.transactions(d) for d in days])
+    labels = pl.concat([sim.labels(d) for d in days[1:]])
+    base = F.batch_features(
+        hist, labels.filter(pl.col("known_at") < datetime(2026, 3, 10, tzinfo=UTC)), DAY
+    )
+    later_rows = pl.concat([hist, sim.transactions(DAY + timedelta(days=1))])
+    later_labels = pl.concat([labels, sim.labels(DAY + timedelta(days=1)), sim.labels(DAY)])
+    assert F.batch_features(later_rows, later_labels, DAY).equals(base)
+    # ... and the test can fail: labels known earlier do change terminal features.
+    all_known = later_labels.with_columns(known_at=pl.col("known_at") - timedelta(days=40))
+    assert not F.batch_features(hist, all_known, DAY).equals(base)
+
+
+def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
+    sim = Simulator(SimulationConfig(seed=4, size=0.2))
+    days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
+    hist = pl.concat([sim.transactions(d) for d in days])
+    labels = pl.concat([sim.labels(d) for d in days[:-1]])
+    batch = F.batch_features(hist, labels, DAY)
+    cats = F.available_categoricals(hist.columns)
+    # Online: seed histories from the days before, terminal snapshot as of DAY, replay DAY.
+    histories: dict[str, F.CustomerHistory] = {}
+    before = hist.filter(pl.col("ts") < datetime(2026, 3, 10, tzinfo=UTC)).sort(
+        "ts", "transaction_id"
+    )
+    for row in before.iter_rows(named=True):
+        F.online_features(
+            row, histories.setdefault(row["customer_id"], F.CustomerHistory()), None, cats
+        )
+    snapshot = {
+        r["terminal_id"]: r for r in F.terminal_snapshot(hist, labels, DAY).iter_rows(named=True)
+    }
+    online = [
+        F.online_features(
+            row,
+            histories.setdefault(row["customer_id"], F.CustomerHistory()),
+            snapshot.get(row["terminal_id"]),
+            cats,
+        )
+        for row in hist.filter(pl.col("ts") >= datetime(2026, 3, 10, tzinfo=UTC))
+        .sort("ts", "transaction_id")
+        .iter_rows(named=True)
+    ]
+    online_df = pl.DataFrame(online)
+    batch_vec = batch.select(F.feature_columns(cats))
+    assert online_df.columns == batch_vec.columns
+    assert online_df.height == batch_vec.height > 100
+    for col in F.NUMERIC_FEATURES:
+        diff = (online_df[col] - batch_vec[col]).abs().max()
+        assert diff <= 1e-9, (col, diff)
+    for col in cats:
+        assert online_df[col].equals(batch_vec[col])
+    assert batch["terminal_fraud_count_30d"].sum() > 0  # terminal risk really exercised
+
+
+def test_feature_vector_has_no_truth_or_label_columns() -> None:
+    cols = F.feature_columns(["merchant_category", "channel"])
+    assert not {"is_fraud", "fraud_scenario", "known_at", "transaction_id"} & set(cols)
