@@ -4,18 +4,24 @@ Resources come from settings (environment variables with embedded defaults), so 
 code runs on the embedded default and on production infrastructure.
 """
 
-from __future__ import annotations
-
 import json
+from pathlib import Path
 
 import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs import jobs
+from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
+from fraud_assets.defs.training import assets as training_assets
+from fraud_assets.defs.training import evaluation
 from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
+from fraud_assets.resources.mlflow import mlflow_resource
 from fraud_assets.resources.source import TransactionSourceResource
+
+ASSET_MODULES = [ingestion_assets, feature_assets, training_assets, evaluation]
+CHECK_MODULES = [ingestion_checks, evaluation]
 
 
 def default_source() -> TransactionSourceResource:
@@ -29,17 +35,21 @@ def default_source() -> TransactionSourceResource:
     )
 
 
-def default_resources() -> dict:
+def default_resources(data_root: str | None = None) -> dict:
+    root = data_root or settings.DATA_ROOT
     return {
-        "lake": PolarsParquetIOManagerResource(base_path=settings.DATA_ROOT),
+        "lake": PolarsParquetIOManagerResource(base_path=root),
+        "artifacts": dg.FilesystemIOManager(base_dir=str(Path(root) / "artifacts")),
         "source": default_source(),
         "raw_quality": ingestion_checks.RawQualityResource(),
+        "promotion": evaluation.PromotionConfig(),
+        "mlflow": mlflow_resource(),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([ingestion_assets]),
-    asset_checks=dg.load_asset_checks_from_modules([ingestion_checks]),
+    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
     jobs=jobs.all_jobs(),
     resources=default_resources(),
     executor=dg.in_process_executor,

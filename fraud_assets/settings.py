@@ -63,3 +63,12 @@ AMOUNT_CAP = float(_env("FRAUD_AMOUNT_CAP", "50000"))
 ROW_COUNT_BAND = float(_env("FRAUD_ROW_COUNT_BAND", "0.5"))
 LABEL_RATE_MIN = float(_env("FRAUD_LABEL_RATE_MIN", "0.0005"))
 LABEL_RATE_MAX = float(_env("FRAUD_LABEL_RATE_MAX", "0.05"))
+
+# Training split (days): train window, gap equal to the label delay, test window.
+TRAIN_DAYS = int(_env("FRAUD_TRAIN_DAYS", "28"))
+DELAY_DAYS = int(_env("FRAUD_DELAY_DAYS", "7"))
+TEST_DAYS = int(_env("FRAUD_TEST_DAYS", "14"))
+
+# Promotion gate.
+PROMOTION_MIN_AP = float(_env("FRAUD_PROMOTION_MIN_AP", "0.3"))
+PROMOTION_MARGIN = float(_env("FRAUD_PROMOTION_MARGIN", "0.0"))

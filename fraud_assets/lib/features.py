@@ -19,7 +19,6 @@ Definitions, for a transaction at time t on day D (UTC):
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,10 @@ US_PER_DAY = 86_400 * US_PER_SECOND
 # transactions at the same microsecond (so ties never see each other out of order).
 TIE_SLOTS = 1_024
 HISTORY_DAYS = max(WINDOWS_DAYS)
+# Window sums run on integer amount units (1e-4 of a currency unit): integer sums are exact,
+# so a mean does not depend on how much history a computation happened to start from, and
+# the batch and online paths agree bit for bit.
+AMOUNT_SCALE = 10_000
 
 TIME_FEATURES = ["hour", "is_weekend", "is_night"]
 CUSTOMER_FEATURES = [
@@ -93,24 +96,27 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def customer_features(history: pl.DataFrame, day: date) -> pl.DataFrame:
-    """Customer window features for the transactions of `day`.
+def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
+    """Customer window features for the transactions of days `start` .. `end` (inclusive).
 
-    `history` holds the raw transactions of days D-30 .. D (more is harmless); only the rows
-    of `day` come back, keyed by transaction_id.
+    `history` holds the raw transactions from 30 days before `start` up to `end` (more is
+    harmless); only rows inside the range come back, keyed by transaction_id. One rolling
+    pass over the whole range: no day is recomputed.
     """
     import polars as pl
 
-    start, end = _day_bounds(day)
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end or start)
     has_channel = "channel" in history.columns
     base = (
         history.lazy()
-        .filter(pl.col("ts") >= start - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < end)
+        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < hi)
         .select(
             "transaction_id",
             "customer_id",
             "ts",
             "amount",
+            units=(pl.col("amount") * AMOUNT_SCALE).round(0, mode="half_to_even").cast(pl.Int64),
             small=(pl.col("amount") < SMALL_AMOUNT)
             & ((pl.col("channel") == "online").fill_null(False) if has_channel else pl.lit(True)),
         )
@@ -120,118 +126,166 @@ def customer_features(history: pl.DataFrame, day: date) -> pl.DataFrame:
             + pl.int_range(pl.len()).over("customer_id", pl.col("ts")),
         )
     )
-    aggs: list[pl.Expr] = []
-    frames = []
-    for w in WINDOWS_DAYS:
-        frames.append(
-            base.rolling(
-                index_column="key",
-                period=f"{w * US_PER_DAY * TIE_SLOTS}i",
-                closed="right",
-                group_by="customer_id",
-            ).agg(
-                pl.col("transaction_id").last(),
-                pl.len().cast(pl.Float64).alias(f"customer_tx_count_{w}d"),
-                pl.col("amount").sum().alias(f"_sum_{w}d"),
-                pl.col("amount").max().alias(f"customer_amount_max_{w}d"),
-            )
-        )
-    frames.append(
-        base.rolling(
+
+    def rolling(span_us: int) -> pl.LazyFrame:
+        return base.rolling(
             index_column="key",
-            period=f"{VELOCITY_SECONDS * US_PER_SECOND * TIE_SLOTS}i",
+            period=f"{span_us * TIE_SLOTS}i",
             closed="right",
             group_by="customer_id",
-        ).agg(
-            pl.col("transaction_id").last(),
-            pl.len().cast(pl.Float64).alias("customer_tx_count_1h"),
-            pl.col("small").sum().cast(pl.Float64).alias("customer_small_online_count_1h"),
         )
-    )
+
     out = base.select("transaction_id", "ts", "amount")
-    for frame in frames:
-        out = out.join(frame.drop("customer_id", "key"), on="transaction_id", how="left")
     for w in WINDOWS_DAYS:
-        aggs.append(
-            (pl.col(f"_sum_{w}d") / pl.col(f"customer_tx_count_{w}d")).alias(
-                f"customer_amount_mean_{w}d"
-            )
+        agg = rolling(w * US_PER_DAY).agg(
+            pl.col("transaction_id").last(),
+            pl.len().cast(pl.Float64).alias(f"customer_tx_count_{w}d"),
+            pl.col("units").sum().alias(f"_sum_{w}d"),
+            pl.col("amount").max().alias(f"customer_amount_max_{w}d"),
         )
+        out = out.join(agg.drop("customer_id", "key"), on="transaction_id", how="left")
+    velocity = rolling(VELOCITY_SECONDS * US_PER_SECOND).agg(
+        pl.col("transaction_id").last(),
+        pl.len().cast(pl.Float64).alias("customer_tx_count_1h"),
+        pl.col("small").sum().cast(pl.Float64).alias("customer_small_online_count_1h"),
+    )
+    out = out.join(velocity.drop("customer_id", "key"), on="transaction_id", how="left")
     return (
-        out.with_columns(aggs)
+        out.filter(pl.col("ts") >= lo)
+        .with_columns(
+            (
+                pl.col(f"_sum_{w}d").cast(pl.Float64)
+                / pl.col(f"customer_tx_count_{w}d")
+                / AMOUNT_SCALE
+            ).alias(f"customer_amount_mean_{w}d")
+            for w in WINDOWS_DAYS
+        )
         .with_columns(
             amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)
             .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
             .otherwise(1.0)
         )
-        .filter(pl.col("ts") >= start)
         .select("transaction_id", *CUSTOMER_FEATURES)
         .collect()
     )
 
 
-def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) -> pl.DataFrame:
-    """Per-terminal counts that every transaction of day `as_of` sees.
+def _terminal_counts(
+    history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
+) -> list[pl.LazyFrame]:
+    """Per-terminal counts as of each day in `start` .. `end`: (terminal_id, day, features).
 
-    `history`: raw transactions covering days as_of-30 .. as_of-1; `labels`: label events
-    (any range). A transaction counts as fraud only if a fraud label for it was known before
-    `as_of` 00:00 UTC.
+    For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
+    of them whose fraud label was known before D 00:00 UTC. Computed for every day at once
+    with difference arrays: a transaction on day d (label known on day k) enters the count
+    on day d+1 (max(d, k)+1 for the fraud count) and leaves it on day d+w+1.
     """
     import polars as pl
 
-    start, _ = _day_bounds(as_of)
-    known_fraud = (
+    end = end or start
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end)
+    known = (
         labels.lazy()
-        .filter(pl.col("known_at") < start)
+        .filter(pl.col("known_at") < hi, pl.col("is_fraud") == 1)
         .group_by("transaction_id")
-        .agg(known_fraud=pl.col("is_fraud").max().cast(pl.Float64))
+        .agg(known_day=pl.col("known_at").min().dt.date())
     )
     tx = (
         history.lazy()
-        .filter(pl.col("ts") >= start - timedelta(days=HISTORY_DAYS), pl.col("ts") < start)
-        .select("transaction_id", "terminal_id", "ts")
-        .join(known_fraud, on="transaction_id", how="left")
-        .with_columns(pl.col("known_fraud").fill_null(0.0))
+        .filter(
+            pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi - timedelta(days=1)
+        )
+        .select("transaction_id", "terminal_id", d=pl.col("ts").dt.date())
+        .join(known, on="transaction_id", how="left")
     )
-    aggs = []
+    frames = []
     for w in WINDOWS_DAYS:
-        inside = pl.col("ts") >= start - timedelta(days=w)
-        aggs += [
-            inside.sum().cast(pl.Float64).alias(f"terminal_tx_count_{w}d"),
-            (pl.col("known_fraud") * inside).sum().alias(f"terminal_fraud_count_{w}d"),
-        ]
-    snap = tx.group_by("terminal_id").agg(aggs)
-    return (
-        snap.with_columns(
+        enter = pl.col("d") + timedelta(days=1)
+        leave = pl.col("d") + timedelta(days=w + 1)
+        fraud_enter = pl.max_horizontal(pl.col("d"), pl.col("known_day")) + timedelta(days=1)
+        events = pl.concat(
             [
-                pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
-                .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
-                .otherwise(0.0)
-                .alias(f"terminal_risk_{w}d")
-                for w in WINDOWS_DAYS
+                tx.select("terminal_id", day=enter, tx=pl.lit(1.0), fraud=pl.lit(0.0)),
+                tx.select("terminal_id", day=leave, tx=pl.lit(-1.0), fraud=pl.lit(0.0)),
+                tx.filter(pl.col("known_day").is_not_null() & (fraud_enter < leave)).select(
+                    "terminal_id", day=fraud_enter, tx=pl.lit(0.0), fraud=pl.lit(1.0)
+                ),
+                tx.filter(pl.col("known_day").is_not_null() & (fraud_enter < leave)).select(
+                    "terminal_id", day=leave, tx=pl.lit(0.0), fraud=pl.lit(-1.0)
+                ),
             ]
         )
+        frames.append(
+            events.group_by("terminal_id", "day")
+            .agg(pl.col("tx").sum(), pl.col("fraud").sum())
+            .sort("terminal_id", "day")
+            .select(
+                "terminal_id",
+                "day",
+                pl.col("tx").cum_sum().over("terminal_id").alias(f"terminal_tx_count_{w}d"),
+                pl.col("fraud").cum_sum().over("terminal_id").alias(f"terminal_fraud_count_{w}d"),
+            )
+        )
+    return frames
+
+
+def _join_snapshots(frame: pl.LazyFrame, snapshots: list[pl.LazyFrame]) -> pl.LazyFrame:
+    """Attach, to each (terminal_id, day) row, the latest event-count at or before that day."""
+    import polars as pl
+
+    frame = frame.sort("day")
+    for snap in snapshots:
+        frame = frame.join_asof(snap.sort("day"), on="day", by="terminal_id", strategy="backward")
+    return frame.with_columns(pl.col(TERMINAL_COUNT_COLUMNS).fill_null(0.0)).with_columns(
+        pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
+        .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
+        .otherwise(0.0)
+        .alias(f"terminal_risk_{w}d")
+        for w in WINDOWS_DAYS
+    )
+
+
+def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """Every terminal seen in the 30 days before `as_of`, with what a transaction on
+    `as_of` sees of it (the online store is seeded from this)."""
+    import polars as pl
+
+    lo, _ = _day_bounds(as_of)
+    terminals = (
+        history.lazy()
+        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < lo)
+        .select("terminal_id")
+        .unique()
+        .with_columns(day=pl.lit(as_of))
+    )
+    snaps = _terminal_counts(history, labels, as_of)
+    return (
+        _join_snapshots(terminals, snaps)
         .select("terminal_id", *TERMINAL_FEATURES)
         .sort("terminal_id")
         .collect()
     )
 
 
-def batch_features(history: pl.DataFrame, labels: pl.DataFrame, day: date) -> pl.DataFrame:
-    """Feature rows for every transaction of `day` (keys + features, no labels).
+def batch_features(
+    history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
+) -> pl.DataFrame:
+    """Feature rows for every transaction of days `start` .. `end` (keys + features).
 
-    `history`: raw transactions of days D-30 .. D; `labels`: label events known before D.
+    `history`: raw transactions from 30 days before `start` to `end`; `labels`: label events
+    (those known later than each day are ignored for that day).
     """
     import polars as pl
 
-    start, end = _day_bounds(day)
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end or start)
     cats = available_categoricals(history.columns)
-    today = history.filter(pl.col("ts") >= start, pl.col("ts") < end)
-    snapshot = terminal_snapshot(history, labels, day)
-    customer = customer_features(history, day)
     hour = pl.col("ts").dt.hour()
     frame = (
-        today.select(
+        history.lazy()
+        .filter(pl.col("ts") >= lo, pl.col("ts") < hi)
+        .select(
             *KEY_COLUMNS,
             pl.col("amount").cast(pl.Float64),
             hour.cast(pl.Float64).alias("hour"),
@@ -240,13 +294,13 @@ def batch_features(history: pl.DataFrame, labels: pl.DataFrame, day: date) -> pl
             .cast(pl.Float64)
             .alias("is_night"),
             *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
+            day=pl.col("ts").dt.date(),
         )
-        .join(customer, on="transaction_id", how="left")
-        .join(snapshot, on="terminal_id", how="left")
-        .with_columns(pl.col(TERMINAL_FEATURES).fill_null(0.0))
-        .sort("ts", "transaction_id")
     )
-    return frame.select(*KEY_COLUMNS, *feature_columns(cats))
+    snaps = _terminal_counts(history, labels, start, end)
+    customer = customer_features(history, start, end)
+    frame = _join_snapshots(frame, snaps).join(customer.lazy(), on="transaction_id", how="left")
+    return frame.sort("ts", "transaction_id").select(*KEY_COLUMNS, *feature_columns(cats)).collect()
 
 
 # --------------------------------------------------------------------------- online path
@@ -263,11 +317,12 @@ def ts_to_us(ts: datetime) -> int:
 class CustomerHistory:
     """One customer's last 30 days: parallel lists ordered by key (time, then arrival)."""
 
-    __slots__ = ("amounts", "keys", "small")
+    __slots__ = ("amounts", "keys", "small", "units")
 
     def __init__(self) -> None:
         self.keys: list[int] = []
         self.amounts: list[float] = []
+        self.units: list[int] = []
         self.small: list[int] = []
 
     def next_key(self, ts_us: int) -> int:
@@ -281,6 +336,7 @@ class CustomerHistory:
         i = bisect.bisect_right(self.keys, key)
         self.keys.insert(i, key)
         self.amounts.insert(i, amount)
+        self.units.insert(i, amount_units(amount))
         self.small.insert(i, small)
 
     def prune(self, now_us: int) -> None:
@@ -288,7 +344,7 @@ class CustomerHistory:
         cutoff = (now_us - HISTORY_DAYS * US_PER_DAY) * TIE_SLOTS
         i = bisect.bisect_right(self.keys, cutoff)
         if i:
-            del self.keys[:i], self.amounts[:i], self.small[:i]
+            del self.keys[:i], self.amounts[:i], self.units[:i], self.small[:i]
 
     def to_rows(self) -> list[tuple[int, float, int]]:
         return list(zip(self.keys, self.amounts, self.small, strict=True))
@@ -299,20 +355,26 @@ class CustomerHistory:
         for key, amount, small in sorted(rows):
             h.keys.append(int(key))
             h.amounts.append(float(amount))
+            h.units.append(amount_units(float(amount)))
             h.small.append(int(small))
         return h
 
 
+def amount_units(amount: float) -> int:
+    """Integer amount units; Python's round() is half-to-even, as is the batch path's."""
+    return round(amount * AMOUNT_SCALE)
+
+
 def _window_stats(history: CustomerHistory, key: int, span: int) -> tuple[float, float, float, int]:
-    """count, sum, max and small-count over entries with key in (key - span, key]."""
+    """count, mean, max and small-count over entries with key in (key - span, key]."""
     keys = history.keys
     lo = bisect.bisect_right(keys, key - span)
     hi = bisect.bisect_right(keys, key)
-    amounts = history.amounts[lo:hi]
-    if not amounts:
+    if hi <= lo:
         return 0.0, 0.0, 0.0, 0
-    total = math.fsum(amounts)
-    return float(len(amounts)), total, max(amounts), sum(history.small[lo:hi])
+    count = float(hi - lo)
+    mean = float(sum(history.units[lo:hi])) / count / AMOUNT_SCALE
+    return count, mean, max(history.amounts[lo:hi]), sum(history.small[lo:hi])
 
 
 def online_features(
@@ -344,9 +406,9 @@ def online_features(
         "is_night": float(is_night(ts.hour)),
     }
     for w in WINDOWS_DAYS:
-        count, total, biggest, _ = _window_stats(history, key, w * US_PER_DAY * TIE_SLOTS)
+        count, mean, biggest, _ = _window_stats(history, key, w * US_PER_DAY * TIE_SLOTS)
         out[f"customer_tx_count_{w}d"] = count
-        out[f"customer_amount_mean_{w}d"] = total / count
+        out[f"customer_amount_mean_{w}d"] = mean
         out[f"customer_amount_max_{w}d"] = biggest
     out["amount_to_customer_mean_30d"] = amount_to_mean(amount, out["customer_amount_mean_30d"])
     count, _, _, small_count = _window_stats(
@@ -362,7 +424,7 @@ def online_features(
         out[c] = UNKNOWN_CATEGORY if value is None else str(value)
     if not update:
         i = history.keys.index(key)
-        del history.keys[i], history.amounts[i], history.small[i]
+        del history.keys[i], history.amounts[i], history.units[i], history.small[i]
     else:
         history.prune(ts_us)
     # Same column order as the batch path.

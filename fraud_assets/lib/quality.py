@@ -239,3 +239,51 @@ def _why_skipped(name: str) -> str:
         "label_rate_band": "source has no label column (or the day is empty)",
     }
     return reasons.get(name, "required column missing (see schema check)")
+
+
+FEATURE_CHECKS: dict[str, str] = {
+    "feature_columns": "exactly the key and feature columns: no truth or label column",
+    "features_not_null": "no nulls in any feature",
+    "features_finite_and_in_range": "no infinities; counts >= 0, risks in [0, 1], hour in [0, 23]",
+}
+
+
+def _feature_expectations(
+    df: pl.DataFrame, expected_columns: Sequence[str]
+) -> dict[str, list[Any]]:
+    _, gxe, _ = _gx()
+    from fraud_assets.lib import features as F
+
+    checks: dict[str, list[Any]] = {name: [] for name in FEATURE_CHECKS}
+    checks["feature_columns"].append(
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(expected_columns), exact_match=True)
+    )
+    present = [c for c in expected_columns if c in df.columns]
+    for col in present:
+        checks["features_not_null"].append(gxe.ExpectColumnValuesToNotBeNull(column=col))
+    ranges: dict[str, tuple[float, float]] = {
+        "hour": (0, 23),
+        "is_weekend": (0, 1),
+        "is_night": (0, 1),
+    }
+    for col in F.NUMERIC_FEATURES:
+        if col.startswith("terminal_risk"):
+            ranges[col] = (0, 1)
+        elif col not in ranges:
+            # A finite upper bound also rejects +inf; amounts and counts are never negative.
+            ranges[col] = (0, 1e12)
+    for col, (lo, hi) in ranges.items():
+        if col in df.columns:
+            checks["features_finite_and_in_range"].append(
+                gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi)
+            )
+    return checks
+
+
+def validate_features(df: pl.DataFrame, expected_columns: Sequence[str]) -> list[CheckOutcome]:
+    """The feature gate: one CheckOutcome per entry of FEATURE_CHECKS."""
+    # NaN is not null to pandas/GX on Arrow floats: make it null so the null check sees it.
+    numeric = [c for c, t in df.schema.items() if t.is_float()]
+    df = df.with_columns(pl.col(numeric).fill_nan(None))
+    results = run_suite(df, "transaction_features", _feature_expectations(df, expected_columns))
+    return [CheckOutcome(name, desc, results[name]) for name, desc in FEATURE_CHECKS.items()]

@@ -194,3 +194,15 @@ def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
 def test_feature_vector_has_no_truth_or_label_columns() -> None:
     cols = F.feature_columns(["merchant_category", "channel"])
     assert not {"is_fraud", "fraud_scenario", "known_at", "transaction_id"} & set(cols)
+
+
+def test_a_range_in_one_pass_equals_day_by_day() -> None:
+    sim = Simulator(SimulationConfig(seed=6, size=0.1))
+    days = [DAY - timedelta(days=i) for i in range(36, -1, -1)]
+    hist = pl.concat([sim.transactions(d) for d in days])
+    labels = pl.concat([sim.labels(d) for d in days])
+    first = DAY - timedelta(days=4)
+    ranged = F.batch_features(hist, labels, first, DAY)
+    daily = pl.concat([F.batch_features(hist, labels, first + timedelta(days=i)) for i in range(5)])
+    assert ranged.height == daily.height > 0
+    assert ranged.equals(daily)

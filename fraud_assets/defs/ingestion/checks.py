@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 
 from fraud_assets import settings
+from fraud_assets.defs.common import check_results
 from fraud_assets.defs.partitions import daily_partitions, partition_day
 from fraud_assets.lib.quality import RAW_CHECKS, RawQualityConfig, validate_raw_transactions
 
@@ -68,17 +69,4 @@ def raw_transactions_quality(
     config = raw_quality.config()
     trailing = _trailing_row_counts(context, dg.AssetKey("raw_transactions"))
     outcomes = validate_raw_transactions(raw_transactions, partition_day(context), config, trailing)
-    for outcome in outcomes:
-        if not outcome.success:
-            context.log.error(f"raw_transactions check {outcome.name} failed: {outcome.summary}")
-        yield dg.AssetCheckResult(
-            check_name=outcome.name,
-            asset_key="raw_transactions",
-            passed=outcome.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=outcome.summary[:2000],
-            metadata={
-                "expectations": [e.describe() for e in outcome.expectations],
-                "observed": str(outcome.expectations[0].observed)[:500],
-            },
-        )
+    yield from check_results("raw_transactions", outcomes, context.log)

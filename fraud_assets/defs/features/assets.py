@@ -1,0 +1,120 @@
+"""transaction_features (daily) and training_set (the time split as of a day)."""
+
+from datetime import timedelta
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets import settings
+from fraud_assets.defs.common import check_results, concat_labels, concat_partitions
+from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.lib import features as F
+from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
+from fraud_assets.lib.training import SplitConfig, build_training_set
+from fraud_assets.lib.versioning import code_version, data_version
+
+FEATURES_CODE_VERSION = f"{F.FEATURE_CODE_VERSION}-{code_version(F)}"
+SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS)
+
+
+def _window(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
+    return dg.TimeWindowPartitionMapping(
+        start_offset=start_offset,
+        end_offset=end_offset,
+        allow_nonexistent_upstream_partitions=True,  # days before the first partition
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="lake",
+    group_name="features",
+    code_version=FEATURES_CODE_VERSION,
+    kinds={"polars", "parquet"},
+    ins={
+        # Customer windows reach 30 days back; terminal risk uses labels known before the day.
+        "raw_transactions": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, -1)),
+    },
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="transaction_features", blocking=True, description=desc)
+        for name, desc in FEATURE_CHECKS.items()
+    ],
+    description="Point-in-time features of every transaction of the day (keys + feature vector).",
+)
+def transaction_features(
+    context: dg.AssetExecutionContext, raw_transactions: dict, fraud_labels: dict
+):
+    day = partition_day(context)
+    history = concat_partitions(raw_transactions)
+    labels = concat_labels(fraud_labels)
+    context.log.info(
+        f"{day}: features from {len(raw_transactions or {})} raw partitions ({history.height} rows)"
+        f" and {labels.height} label events"
+    )
+    df = F.batch_features(history, labels, day)
+    cats = F.available_categoricals(history.columns)
+    version = data_version(df)
+    yield dg.Output(
+        df,
+        data_version=dg.DataVersion(version),
+        metadata={
+            "data_version": version,
+            "feature_code_version": FEATURES_CODE_VERSION,
+            "features": len(F.feature_columns(cats)),
+            "categoricals": ", ".join(cats) or "none",
+            "terminal_risk_30d_mean": float(df["terminal_risk_30d"].mean() or 0.0),
+        },
+    )
+    yield from check_results(
+        "transaction_features",
+        validate_features(df, [*F.KEY_COLUMNS, *F.feature_columns(cats)]),
+        context.log,
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="lake",
+    group_name="training",
+    code_version="training-set-v1",
+    kinds={"polars"},
+    ins={
+        "transaction_features": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
+        "raw_transactions": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
+    },
+    description=f"Time split as of the day: {SPLIT.train_days} train days (last "
+    f"{int(SPLIT.validation_share * 100)}% for early stopping), a {SPLIT.delay_days}-day gap "
+    f"for label delay, {SPLIT.test_days} test days without cards already known compromised.",
+)
+def training_set(
+    context: dg.AssetExecutionContext,
+    transaction_features: dict,
+    raw_transactions: dict,
+    fraud_labels: dict,
+) -> dg.Output[pl.DataFrame]:
+    day = partition_day(context)
+    features = concat_partitions(transaction_features)
+    truth_cols = ["transaction_id", "is_fraud"]
+    raw = concat_partitions(raw_transactions)
+    truth = raw.select(truth_cols) if "is_fraud" in raw.columns else None
+    df = build_training_set(features, concat_labels(fraud_labels), truth, day, SPLIT)
+    counts = {s: df.filter(pl.col("split") == s) for s in ("train", "validation", "test")}
+    windows = SPLIT.windows(day)
+    missing = [
+        (windows["train"][0] + timedelta(days=i)).isoformat()
+        for i in range(SPLIT.total_days)
+        if (windows["train"][0] + timedelta(days=i)).isoformat() not in (transaction_features or {})
+    ]
+    if missing:
+        raise dg.Failure(
+            f"training_set {day}: transaction_features missing for {len(missing)} days "
+            f"({missing[0]} .. {missing[-1]}); materialize them first"
+        )
+    meta = {f"{s}_rows": d.height for s, d in counts.items()} | {
+        f"{s}_fraud_rate": float(d["label"].mean() or 0.0) for s, d in counts.items()
+    }
+    meta |= {k: f"{a} .. {b}" for k, (a, b) in windows.items()}
+    meta["data_version"] = data_version(df)
+    return dg.Output(df, data_version=dg.DataVersion(meta["data_version"]), metadata=meta)

@@ -1,0 +1,146 @@
+"""fraud_model (CatBoost, tracked in MLflow, a new registry version per training) and
+model_evaluation (fraud metrics for challenger, champion and a logistic baseline)."""
+
+import json
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets import settings
+from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.lib import features as F
+from fraud_assets.lib.modeling import CatBoostParams, train_catboost
+from fraud_assets.lib.versioning import file_hash, git_commit
+
+MODEL_CODE_VERSION = "catboost-v1"
+
+
+class TrainingConfig(dg.Config):
+    """CatBoost hyperparameters (editable in the launchpad)."""
+
+    iterations: int = 600
+    learning_rate: float = 0.08
+    depth: int = 6
+    l2_leaf_reg: float = 3.0
+    auto_class_weights: str = "SqrtBalanced"
+    early_stopping_rounds: int = 60
+    thread_count: int = 2
+    random_seed: int = 0
+
+    def params(self) -> CatBoostParams:
+        return CatBoostParams(**self.model_dump())
+
+
+def _input_versions(
+    context: dg.AssetExecutionContext, asset: str, keys: list[str]
+) -> dict[str, str]:
+    """Data version of each upstream partition, read from the instance."""
+    out: dict[str, str] = {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=keys),
+        limit=len(keys) * 5,
+    ).records
+    for record in records:
+        mat = record.asset_materialization
+        if mat is not None and mat.partition not in out and "data_version" in mat.metadata:
+            out[mat.partition] = str(mat.metadata["data_version"].value)
+    return dict(sorted(out.items()))
+
+
+def _categoricals(df: pl.DataFrame) -> list[str]:
+    return F.available_categoricals(df.columns)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="artifacts",
+    group_name="training",
+    code_version=MODEL_CODE_VERSION,
+    kinds={"catboost", "mlflow"},
+    required_resource_keys={"mlflow"},
+    description="CatBoost trained on the training_set as of the day; a new MLflow registry "
+    "version (alias `challenger`) with its data, code and environment versions.",
+)
+def fraud_model(
+    context: dg.AssetExecutionContext, config: TrainingConfig, training_set: pl.DataFrame
+) -> dg.Output[dict]:
+    import mlflow
+
+    day = partition_day(context)
+    cats = _categoricals(training_set)
+    features = F.feature_columns(cats)
+    train = training_set.filter(pl.col("split") == "train")
+    validation = training_set.filter(pl.col("split") == "validation")
+    if train["label"].sum() == 0:
+        raise dg.Failure(f"fraud_model {day}: the train window has no known fraud to learn from")
+    params = config.params()
+    context.log.info(
+        f"training CatBoost on {train.height} rows, early stopping on {validation.height}"
+    )
+    model = train_catboost(train, validation, features, cats, params)
+
+    mlf = context.resources.mlflow
+    run = mlflow.active_run()
+    feature_keys = sorted(training_set["ts"].dt.date().cast(pl.String).unique().to_list())
+    lineage = {
+        "partition": day.isoformat(),
+        "feature_partitions": f"{feature_keys[0]}..{feature_keys[-1]}",
+        "feature_code_version": F.FEATURE_CODE_VERSION,
+        "requirements_lock_sha256": file_hash(settings.PROJECT_ROOT / "requirements.lock"),
+        "git_commit": git_commit(settings.PROJECT_ROOT),
+        "dagster_run_id": context.run.run_id,
+    }
+    mlf.set_tags(lineage)
+    mlf.log_params(params.as_dict() | {"n_features": len(features), "categoricals": ",".join(cats)})
+    best = model.get_best_score()
+    metrics = {
+        "train_rows": float(train.height),
+        "train_frauds": float(train["label"].sum()),
+        "best_iteration": float(model.get_best_iteration() or params.iterations),
+    }
+    if "validation" in best:
+        metrics["validation_prauc"] = float(best["validation"].get("PRAUC", 0.0))
+    mlf.log_metrics(metrics)
+    mlf.log_dict(
+        {
+            "features": features,
+            "categoricals": cats,
+            "lineage": lineage,
+            "input_data_versions": _input_versions(context, "transaction_features", feature_keys),
+        },
+        "model_inputs.json",
+    )
+    info = mlflow.catboost.log_model(model, name="model", registered_model_name=settings.MODEL_NAME)
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(settings.MODEL_NAME, "challenger", version)
+    for key, value in lineage.items():
+        client.set_model_version_tag(settings.MODEL_NAME, version, key, value)
+    value = {
+        "model_name": settings.MODEL_NAME,
+        "version": version,
+        "model_uri": f"models:/{settings.MODEL_NAME}/{version}",
+        "run_id": run.info.run_id,
+        "features": features,
+        "categoricals": cats,
+        "params": params.as_dict(),
+        "lineage": lineage,
+    }
+    context.log.info(f"registered {settings.MODEL_NAME} version {version} (run {run.info.run_id})")
+    return dg.Output(
+        value,
+        metadata={
+            "model_version": version,
+            "mlflow_run_id": run.info.run_id,
+            "model_uri": value["model_uri"],
+            **{k: float(v) for k, v in metrics.items()},
+            "lineage": dg.MetadataValue.json(lineage),
+        },
+    )
+
+
+def log_json(run_id: str, payload: dict[str, Any], name: str) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().log_text(run_id, json.dumps(payload, indent=2, default=str), name)

@@ -1,0 +1,226 @@
+"""model_evaluation, the promotion gate and the champion alias."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets import settings
+from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.lib import registry
+from fraud_assets.lib.evaluation import CostModel, choose_thresholds, evaluate_scores
+from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
+
+HEADLINE = ("average_precision", "card_precision_at_100", "auc_roc", "recall", "precision")
+
+
+class EvaluationConfig(dg.Config):
+    review_cost: float = 5.0
+    false_decline_cost: float = 10.0
+    decline_precision: float = 0.8
+
+    def costs(self) -> CostModel:
+        return CostModel(self.review_cost, self.false_decline_cost, self.decline_precision)
+
+
+class PromotionConfig(dg.ConfigurableResource):
+    """The gate: an absolute floor, and a margin over the current champion."""
+
+    min_average_precision: float = float(settings.PROMOTION_MIN_AP)
+    min_margin: float = float(settings.PROMOTION_MARGIN)
+
+
+def _load_model(uri: str) -> Any:
+    import mlflow
+
+    return mlflow.catboost.load_model(uri)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="artifacts",
+    group_name="training",
+    code_version="evaluation-v1",
+    kinds={"mlflow", "evidently"},
+    description="AUC, AP, card precision@100, threshold for maximal expected savings, business "
+    "figures; the same for the current champion and a logistic baseline; Evidently report.",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    training_set: pl.DataFrame,
+    fraud_model: dict,
+) -> dg.Output[dict]:
+    import mlflow
+
+    from fraud_assets.lib.reports import classification_report_html, precision_recall_png
+
+    day = partition_day(context)
+    costs = config.costs()
+    features, cats = fraud_model["features"], fraud_model["categoricals"]
+    numeric = [f for f in features if f not in cats]
+    frames = {s: training_set.filter(pl.col("split") == s) for s in ("train", "validation", "test")}
+    test, val = frames["test"], frames["validation"]
+    if test.height == 0 or test["label"].sum() == 0:
+        raise dg.Failure(f"model_evaluation {day}: the test window has no fraud to evaluate on")
+
+    client = mlflow.MlflowClient()
+    challenger = _load_model(fraud_model["model_uri"])
+    models = {"challenger": lambda df: predict_catboost(challenger, df, features)}
+    champion_version = registry.version_by_alias(
+        client, fraud_model["model_name"], registry.CHAMPION
+    )
+    if champion_version is not None and str(champion_version.version) != fraud_model["version"]:
+        champion = _load_model(f"models:/{fraud_model['model_name']}/{champion_version.version}")
+        models["champion"] = lambda df: predict_catboost(champion, df, features)
+    baseline = train_logistic(frames["train"], numeric, cats)
+    models["logistic_baseline"] = lambda df: predict_logistic(baseline, df, features)
+
+    results: dict[str, dict[str, float]] = {}
+    scores: dict[str, Any] = {}
+    for name, predict in models.items():
+        val_score, test_score = predict(val), predict(test)
+        thresholds = choose_thresholds(
+            val["label"].to_numpy(), val_score, val["amount"].to_numpy(), costs
+        )
+        results[name] = evaluate_scores(test, test_score, thresholds["review"], costs) | {
+            "decline_threshold": thresholds["decline"]
+        }
+        scores[name] = test_score
+        context.log.info(f"{name}: " + ", ".join(f"{k}={results[name][k]:.4f}" for k in HEADLINE))
+
+    report_dir = Path(settings.REPORTS_ROOT) / "model_evaluation" / day.isoformat()
+    y = test["label"].to_numpy()
+    html = classification_report_html(
+        y,
+        scores["challenger"],
+        results["challenger"]["threshold"],
+        report_dir / "classification.html",
+        title=f"{fraud_model['model_name']} v{fraud_model['version']} on {test.height} test transactions",
+    )
+    png = precision_recall_png(
+        {name: (y, s) for name, s in scores.items()},
+        report_dir / "precision_recall.png",
+        threshold_points={n: (r["recall"], r["precision"]) for n, r in results.items()},
+        title=f"Precision-recall, test window as of {day}",
+    )
+    run_id = fraud_model["run_id"]
+    for name, res in results.items():
+        for key, value in res.items():
+            client.log_metric(run_id, f"test_{name}_{key}", float(value))
+    client.log_artifact(run_id, str(html), "evaluation")
+    client.log_artifact(run_id, str(png), "evaluation")
+    client.set_terminated(run_id, "FINISHED")  # dagster-mlflow's hook misses gated runs
+    version = fraud_model["version"]
+    ch = results["challenger"]
+    for key in ("threshold", "decline_threshold", "average_precision", "card_precision_at_100"):
+        client.set_model_version_tag(fraud_model["model_name"], version, key, str(ch[key]))
+
+    value = {
+        "model_name": fraud_model["model_name"],
+        "version": version,
+        "champion_version": str(champion_version.version) if "champion" in models else None,
+        "results": results,
+        "test_rows": test.height,
+        "test_frauds": int(test["label"].sum()),
+        "reports": {"classification": str(html), "precision_recall": str(png)},
+    }
+    metadata: dict[str, Any] = {
+        f"{name}_{k}": float(res[k]) for name, res in results.items() for k in HEADLINE
+    }
+    metadata |= {
+        "threshold_review": ch["threshold"],
+        "threshold_decline": ch["decline_threshold"],
+        "fraud_amount_caught": ch["fraud_amount_caught"],
+        "fraud_amount_missed": ch["fraud_amount_missed"],
+        "alerts_per_day": ch["alerts_per_day"],
+        "classification_report": dg.MetadataValue.path(str(html)),
+        "precision_recall_plot": dg.MetadataValue.path(str(png)),
+        "model_version": version,
+    }
+    return dg.Output(value, metadata=metadata)
+
+
+@dg.asset_check(
+    asset=model_evaluation,
+    blocking=True,
+    description="Promote only above the quality floor and ahead of the current champion.",
+    partitions_def=daily_partitions,
+)
+def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.AssetCheckResult:
+    ch = model_evaluation["results"]["challenger"]
+    ap = ch["average_precision"]
+    reasons = []
+    if ap < promotion.min_average_precision:
+        reasons.append(f"AP {ap:.4f} below the floor {promotion.min_average_precision:.4f}")
+    champion = model_evaluation["results"].get("champion")
+    if champion is not None and ap < champion["average_precision"] + promotion.min_margin:
+        reasons.append(
+            f"AP {ap:.4f} not ahead of champion v{model_evaluation['champion_version']} "
+            f"({champion['average_precision']:.4f}) by {promotion.min_margin:.4f}"
+        )
+    return dg.AssetCheckResult(
+        passed=not reasons,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(reasons)
+        or f"challenger v{model_evaluation['version']} AP {ap:.4f} promotable",
+        metadata={
+            "challenger_ap": ap,
+            "champion_ap": champion["average_precision"] if champion else -1.0,
+            "floor": promotion.min_average_precision,
+            "margin": promotion.min_margin,
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="artifacts",
+    group_name="training",
+    kinds={"mlflow"},
+    description="Moves the MLflow alias `champion` to the evaluated challenger (the previous "
+    "champion stays reachable as `previous_champion`).",
+)
+def champion_model(context: dg.AssetExecutionContext, model_evaluation: dict) -> dg.Output[dict]:
+    import mlflow
+
+    from fraud_assets.lib.registry import configure_mlflow
+
+    configure_mlflow(
+        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
+    )
+    change = registry.promote(
+        mlflow.MlflowClient(), model_evaluation["model_name"], model_evaluation["version"]
+    )
+    context.log.info(f"champion is now v{change.champion} (previous: {change.previous})")
+    value = {
+        "model_name": model_evaluation["model_name"],
+        "champion": change.champion,
+        "previous": change.previous,
+        "thresholds": {
+            "review": model_evaluation["results"]["challenger"]["threshold"],
+            "decline": model_evaluation["results"]["challenger"]["decline_threshold"],
+        },
+    }
+    return dg.Output(
+        value, metadata={"champion": change.champion, "previous": str(change.previous)}
+    )
+
+
+@dg.op
+def rollback_champion_op(context: dg.OpExecutionContext) -> None:
+    import mlflow
+
+    from fraud_assets.lib.registry import configure_mlflow
+
+    configure_mlflow(
+        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
+    )
+    change = registry.rollback(mlflow.MlflowClient(), settings.MODEL_NAME)
+    context.log.info(f"rolled back: champion is v{change.champion} (was v{change.previous})")
+
+
+@dg.job(description="Point the `champion` alias back at the previous champion.")
+def rollback_champion() -> None:
+    rollback_champion_op()

@@ -1,0 +1,96 @@
+"""Time-based train/test split for fraud: train window, a gap for label delay, test window.
+
+At the moment the model is trained (the start of the test window) only labels already
+known can be used: a fraud whose chargeback has not arrived yet looks genuine in training,
+as it would in production. Cards already known to be compromised before the test window
+are dropped from it: they would be blocked already and only flatter the metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train_days: int = 28
+    delay_days: int = 7
+    test_days: int = 14
+    validation_share: float = 0.2  # last part of the train window, for early stopping
+
+    @property
+    def total_days(self) -> int:
+        return self.train_days + self.delay_days + self.test_days
+
+    def windows(self, last_day: date) -> dict[str, tuple[date, date]]:
+        """Inclusive day ranges for train, gap and test, ending on `last_day`."""
+        test_start = last_day - timedelta(days=self.test_days - 1)
+        gap_start = test_start - timedelta(days=self.delay_days)
+        train_start = gap_start - timedelta(days=self.train_days)
+        return {
+            "train": (train_start, gap_start - timedelta(days=1)),
+            "gap": (gap_start, test_start - timedelta(days=1)),
+            "test": (test_start, last_day),
+        }
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def build_training_set(
+    features: pl.DataFrame,
+    labels: pl.DataFrame,
+    truth: pl.DataFrame | None,
+    last_day: date,
+    config: SplitConfig,
+) -> pl.DataFrame:
+    """Feature rows tagged `split` (train / validation / test) with a `label` column.
+
+    features: transaction_features rows (keys + features) covering the windows.
+    labels: label events (transaction_id, is_fraud, known_at), any range.
+    truth: optional (transaction_id, is_fraud) ground truth for the test window; without it
+        the test labels are those known by now (fine for historical backtests).
+    """
+    w = config.windows(last_day)
+    cutoff = _midnight(w["test"][0])  # the model is trained at the start of the test window
+    day = pl.col("ts").dt.date()
+    known = (
+        labels.filter(pl.col("known_at") < cutoff)
+        .group_by("transaction_id")
+        .agg(known_label=pl.col("is_fraud").max())
+    )
+    train_days = (w["train"][1] - w["train"][0]).days + 1
+    val_days = max(1, round(train_days * config.validation_share))
+    val_start = w["train"][1] - timedelta(days=val_days - 1)
+    train = (
+        features.filter(day.is_between(*w["train"]))
+        .join(known, on="transaction_id", how="left")
+        .with_columns(
+            label=pl.col("known_label").fill_null(0).cast(pl.Int8),
+            split=pl.when(day >= val_start).then(pl.lit("validation")).otherwise(pl.lit("train")),
+        )
+        .drop("known_label")
+    )
+    eventual = (
+        truth.select("transaction_id", pl.col("is_fraud").alias("eventual"))
+        if truth is not None and "is_fraud" in truth.columns
+        else labels.group_by("transaction_id").agg(eventual=pl.col("is_fraud").max())
+    )
+    compromised = (
+        features.filter(day < w["test"][0])
+        .join(known.filter(pl.col("known_label") == 1), on="transaction_id")
+        .select("customer_id")
+        .unique()
+    )
+    test = (
+        features.filter(day.is_between(*w["test"]))
+        .join(compromised, on="customer_id", how="anti")
+        .join(eventual, on="transaction_id", how="left")
+        .with_columns(label=pl.col("eventual").fill_null(0).cast(pl.Int8), split=pl.lit("test"))
+        .drop("eventual")
+    )
+    return pl.concat([train, test], how="vertical").sort("ts", "transaction_id")

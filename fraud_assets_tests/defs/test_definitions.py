@@ -1,0 +1,67 @@
+"""The code location loads, and its structure is a reviewed snapshot.
+
+Any change to asset keys, dependencies, partitioning, checks or jobs shows up as a diff of
+`fraud_assets_tests/snapshots/definitions.json`. Regenerate it on purpose with
+`UPDATE_SNAPSHOTS=1 pytest fraud_assets_tests/defs/test_definitions.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[2]
+SNAPSHOT = REPO / "fraud_assets_tests" / "snapshots" / "definitions.json"
+
+
+def structure() -> dict:
+    from fraud_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "partitioned": node.partitions_def is not None,
+            "group": node.group_name,
+            "checks": sorted(
+                f"{c.name}{' (blocking)' if graph.get(c).blocking else ''}" for c in node.check_keys
+            ),
+        }
+    jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
+    return {"assets": assets, "jobs": jobs}
+
+
+def test_structure_matches_the_reviewed_snapshot() -> None:
+    current = structure()
+    if os.environ.get("UPDATE_SNAPSHOTS") or not SNAPSHOT.exists():
+        SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert current == json.loads(SNAPSHOT.read_text())
+
+
+def test_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_every_raw_gate_is_blocking_and_partitioned() -> None:
+    from fraud_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    raw = graph.get(dg.AssetKey("raw_transactions"))
+    assert len(raw.check_keys) == 7
+    assert all(graph.get(c).blocking for c in raw.check_keys)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from fraud_assets.lib.training import SplitConfig, build_training_set
+
+LAST = date(2026, 3, 31)
+CFG = SplitConfig(train_days=10, delay_days=3, test_days=5, validation_share=0.2)
+
+
+def _at(day: date, hour: int = 12) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def test_windows_are_contiguous_and_sized() -> None:
+    w = CFG.windows(LAST)
+    assert w["test"] == (date(2026, 3, 27), LAST)
+    assert w["gap"] == (date(2026, 3, 24), date(2026, 3, 26))
+    assert w["train"] == (date(2026, 3, 14), date(2026, 3, 23))
+    assert CFG.total_days == 18
+
+
+def _features(rows: list[tuple[str, date, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "transaction_id": [r[0] for r in rows],
+            "ts": [_at(r[1]) for r in rows],
+            "customer_id": [r[2] for r in rows],
+            "terminal_id": ["t"] * len(rows),
+            "amount": [10.0] * len(rows),
+        }
+    )
+
+
+def test_split_labels_and_known_compromised_exclusion() -> None:
+    rows = [
+        ("tr_known", date(2026, 3, 15), "c1"),  # fraud known before the cutoff
+        ("tr_late", date(2026, 3, 16), "c2"),  # fraud known only after the cutoff
+        ("tr_val", date(2026, 3, 23), "c3"),  # in the validation slice (last 20% of train)
+        ("gap", date(2026, 3, 25), "c4"),  # in the gap: not used
+        ("te_c1", date(2026, 3, 28), "c1"),  # c1 already known compromised: excluded
+        ("te_c2", date(2026, 3, 28), "c2"),  # c2 not known yet at the cutoff: kept
+        ("te_c5", date(2026, 3, 30), "c5"),
+    ]
+    cutoff = datetime(2026, 3, 27, tzinfo=UTC)
+    labels = pl.DataFrame(
+        {
+            "transaction_id": ["tr_known", "tr_late", "te_c5"],
+            "is_fraud": [1, 1, 1],
+            "known_at": [cutoff - timedelta(seconds=1), cutoff, cutoff + timedelta(days=9)],
+        },
+        schema={
+            "transaction_id": pl.String,
+            "is_fraud": pl.Int8,
+            "known_at": pl.Datetime("us", "UTC"),
+        },
+    )
+    out = build_training_set(_features(rows), labels, None, LAST, CFG)
+    by_id = {r["transaction_id"]: r for r in out.iter_rows(named=True)}
+    assert set(by_id) == {"tr_known", "tr_late", "tr_val", "te_c2", "te_c5"}
+    assert by_id["tr_known"]["label"] == 1 and by_id["tr_known"]["split"] == "train"
+    assert by_id["tr_late"]["label"] == 0  # not known when the model is trained
+    assert by_id["tr_val"]["split"] == "validation"
+    assert by_id["te_c5"]["split"] == "test" and by_id["te_c5"]["label"] == 1  # eventual label
+    assert by_id["te_c2"]["label"] == 0
+    # With simulator truth, test labels come from it.
+    truth = pl.DataFrame(
+        {"transaction_id": ["te_c2"], "is_fraud": [1]},
+        schema={"transaction_id": pl.String, "is_fraud": pl.Int8},
+    )
+    out = build_training_set(_features(rows), labels, truth, LAST, CFG)
+    assert out.filter(pl.col("transaction_id") == "te_c2")["label"].item() == 1
