@@ -36,29 +36,56 @@ def demo_days(days: int, end: date) -> list[date]:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def run_partitions(job_name: str, days: Sequence[date], instance=None) -> list[str]:
-    """Execute a partitioned job for each day in process, with a progress bar.
-
-    Returns the partitions whose run failed (a failed quality gate included).
-    """
+def _run_days(job_name: str, days: list[str]) -> list[tuple[str, bool]]:
+    """Worker: execute a partitioned job for some days against $DAGSTER_HOME's instance."""
     import dagster as dg
-    from tqdm import tqdm
 
+    _quiet_warnings()
     from fraud_assets.definitions import defs
 
-    instance = instance or dg.DagsterInstance.get()
     job = defs.resolve_job_def(job_name)
-    failed = []
-    for day in tqdm(days, desc=job_name, unit="day"):
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=day.isoformat(),
-            raise_on_error=False,
-            run_config=_QUIET,
-        )
-        if not result.success:
-            failed.append(day.isoformat())
-    return failed
+    out = []
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            result = job.execute_in_process(
+                instance=instance, partition_key=day, raise_on_error=False, run_config=_QUIET
+            )
+            out.append((day, result.success))
+    return out
+
+
+def run_partitions(job_name: str, days: Sequence[date], workers: int = 0) -> list[str]:
+    """Execute a partitioned job for each day in process, with a progress bar.
+
+    Partitions are independent (each reads only materialized upstream partitions), so with
+    `workers` > 1 they run in that many processes, each taking every n-th day. Returns the
+    partitions whose run failed (a failed quality gate included).
+    """
+    from tqdm import tqdm
+
+    workers = workers or settings.CLI_WORKERS
+    keys = [d.isoformat() for d in days]
+    failed: list[str] = []
+    bar = tqdm(total=len(keys), desc=job_name, unit="day")
+    if workers <= 1 or len(keys) < 4:
+        for key in keys:
+            for day, ok in _run_days(job_name, [key]):
+                failed += [] if ok else [day]
+                bar.update()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # Small chunks keep the bar moving; spawn avoids forking open SQLite connections.
+        chunks = [keys[i : i + 2] for i in range(0, len(keys), 2)]
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_run_days, job_name, chunk) for chunk in chunks]
+            for future in as_completed(futures):
+                for day, ok in future.result():
+                    failed += [] if ok else [day]
+                    bar.update()
+    bar.close()
+    return sorted(failed)
 
 
 def _quiet_warnings() -> None:
@@ -123,14 +150,14 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     days = demo_days(feature_days + HISTORY_DAYS, end)
     warmup, featured = days[:HISTORY_DAYS], days[HISTORY_DAYS:]
     print(f"ingesting {warmup[0]} .. {warmup[-1]} (history for the 30-day windows)")
-    failed = run_partitions("daily_ingestion", warmup, instance)
+    failed = run_partitions("daily_ingestion", warmup)
     print(f"ingesting + features {featured[0]} .. {featured[-1]}")
-    failed += run_partitions("daily_features", featured, instance)
+    failed += run_partitions("daily_features", featured)
     if failed:
         print(f"quality gates failed for {len(failed)} partitions: {', '.join(failed)}")
         return 1
     print(f"training as of {end} (CatBoost, MLflow, evaluation, promotion gate)")
-    failed = run_partitions("training", [end], instance)
+    failed = run_partitions("training", [end])
     meta = _headline(instance, end)
     if meta:
         print_headline(meta)
@@ -206,14 +233,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     instance = dg.DagsterInstance.get()
     warmup = demo_days((train_start - history_start).days, train_start - timedelta(days=1))
     print(f"backtest: data {first} .. {last}; train from {train_start}, evaluate up to {end}")
-    failed = run_partitions("daily_ingestion", warmup, instance) if warmup else []
-    failed += run_partitions("daily_features", demo_days(feature_days, end), instance)
+    failed = run_partitions("daily_ingestion", warmup) if warmup else []
+    failed += run_partitions("daily_features", demo_days(feature_days, end))
     if failed:
         print(
             f"quality gates failed for: {', '.join(failed)} (see `DAGSTER_HOME={out / 'dagster'} make ui`)"
         )
         return 1
-    failed = run_partitions("training", [end], instance)
+    failed = run_partitions("training", [end])
     meta = _headline(instance, end)
     if not meta:
         print("training failed; see the Dagster UI for the run's logs", file=sys.stderr)

@@ -72,3 +72,6 @@ TEST_DAYS = int(_env("FRAUD_TEST_DAYS", "14"))
 # Promotion gate.
 PROMOTION_MIN_AP = float(_env("FRAUD_PROMOTION_MIN_AP", "0.3"))
 PROMOTION_MARGIN = float(_env("FRAUD_PROMOTION_MARGIN", "0.0"))
+
+# CLI runs: processes running partitions side by side (independent partitions).
+CLI_WORKERS = int(_env("FRAUD_CLI_WORKERS", "2"))

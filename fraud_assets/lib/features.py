@@ -96,12 +96,23 @@ def _day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
+def _codes(col: str) -> pl.Expr:
+    """Dense integer codes for an id column: sorting and grouping on them is far cheaper."""
+    import polars as pl
+
+    return pl.col(col).rank("dense").cast(pl.UInt32)
+
+
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
     """Customer window features for the transactions of days `start` .. `end` (inclusive).
 
     `history` holds the raw transactions from 30 days before `start` up to `end` (more is
-    harmless); only rows inside the range come back, keyed by transaction_id. One rolling
-    pass over the whole range: no day is recomputed.
+    harmless); only rows inside the range come back, keyed by transaction_id. One pass:
+
+    window (t - w, t] = the strictly earlier transactions in the open window (t - w, t),
+    computed by a rolling aggregation, plus the transactions at exactly t up to and
+    including this one (its "tie prefix": same customer, same instant, lower or equal
+    transaction_id).
     """
     import polars as pl
 
@@ -110,75 +121,108 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     has_channel = "channel" in history.columns
     base = (
         history.lazy()
-        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < hi)
+        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi)
         .select(
             "transaction_id",
-            "customer_id",
             "ts",
             "amount",
+            cust=_codes("customer_id"),
             units=(pl.col("amount") * AMOUNT_SCALE).round(0, mode="half_to_even").cast(pl.Int64),
-            small=(pl.col("amount") < SMALL_AMOUNT)
-            & ((pl.col("channel") == "online").fill_null(False) if has_channel else pl.lit(True)),
+            small=(
+                (pl.col("amount") < SMALL_AMOUNT)
+                & (
+                    (pl.col("channel") == "online").fill_null(False)
+                    if has_channel
+                    else pl.lit(True)
+                )
+            ).cast(pl.Int64),
         )
-        .sort("customer_id", "ts", "transaction_id")
+        .sort("cust", "ts", "transaction_id")
+        .with_row_index("row")
         .with_columns(
-            key=pl.col("ts").dt.epoch("us") * TIE_SLOTS
-            + pl.int_range(pl.len()).over("customer_id", pl.col("ts")),
+            new_run=(pl.col("cust") != pl.col("cust").shift(1)).fill_null(True)
+            | (pl.col("ts") != pl.col("ts").shift(1)).fill_null(True)
         )
+        .with_columns(
+            run_start=pl.when("new_run").then(pl.col("row")).forward_fill(),
+            cum_units=pl.col("units").cum_sum(),
+            cum_small=pl.col("small").cum_sum(),
+        )
+        # Tie prefix by differences of global running sums (integers: exact).
+        .with_columns(
+            tie_count=(pl.col("row") - pl.col("run_start") + 1).cast(pl.Float64),
+            tie_units=pl.col("cum_units")
+            - pl.col("cum_units").gather(pl.col("run_start"))
+            + pl.col("units").gather(pl.col("run_start")),
+            tie_small=pl.col("cum_small")
+            - pl.col("cum_small").gather(pl.col("run_start"))
+            + pl.col("small").gather(pl.col("run_start")),
+        )
+        .collect()
     )
+    # Running max within a tie group: only rows that share their instant need work.
+    tied = base.filter(pl.col("tie_count") > 1).select(
+        "row", tie_max=pl.col("amount").cum_max().over("run_start")
+    )
+    base = base.with_columns(tie_max=pl.col("amount")).update(tied, on="row")
 
-    def rolling(span_us: int) -> pl.LazyFrame:
-        return base.rolling(
-            index_column="key",
-            period=f"{span_us * TIE_SLOTS}i",
-            closed="right",
-            group_by="customer_id",
-        )
+    def open_window(span: timedelta, aggs: list[pl.Expr]) -> pl.DataFrame:
+        # One output row per input row, in input order (base is sorted by cust, ts).
+        win = base.rolling(index_column="ts", period=span, closed="none", group_by="cust").agg(aggs)
+        if not (win["cust"].equals(base["cust"]) and win["ts"].equals(base["ts"])):
+            raise AssertionError("rolling output order differs from its input")  # never silent
+        return win
 
-    out = base.select("transaction_id", "ts", "amount")
+    cols: list[pl.Series] = []
     for w in WINDOWS_DAYS:
-        agg = rolling(w * US_PER_DAY).agg(
-            pl.col("transaction_id").last(),
-            pl.len().cast(pl.Float64).alias(f"customer_tx_count_{w}d"),
-            pl.col("units").sum().alias(f"_sum_{w}d"),
-            pl.col("amount").max().alias(f"customer_amount_max_{w}d"),
+        win = open_window(
+            timedelta(days=w),
+            [
+                pl.len().alias("n"),
+                pl.col("units").sum().alias("u"),
+                pl.col("amount").max().alias("m"),
+            ],
         )
-        out = out.join(agg.drop("customer_id", "key"), on="transaction_id", how="left")
-    velocity = rolling(VELOCITY_SECONDS * US_PER_SECOND).agg(
-        pl.col("transaction_id").last(),
-        pl.len().cast(pl.Float64).alias("customer_tx_count_1h"),
-        pl.col("small").sum().cast(pl.Float64).alias("customer_small_online_count_1h"),
+        count = win["n"].cast(pl.Float64) + base["tie_count"]
+        units = win["u"] + base["tie_units"]
+        cols += [
+            count.alias(f"customer_tx_count_{w}d"),
+            (units.cast(pl.Float64) / count / AMOUNT_SCALE).alias(f"customer_amount_mean_{w}d"),
+            pl.DataFrame({"a": win["m"], "b": base["tie_max"]})
+            .select(pl.max_horizontal("a", "b"))
+            .to_series()
+            .alias(f"customer_amount_max_{w}d"),
+        ]
+    win = open_window(
+        timedelta(seconds=VELOCITY_SECONDS),
+        [pl.len().alias("n"), pl.col("small").sum().alias("s")],
     )
-    out = out.join(velocity.drop("customer_id", "key"), on="transaction_id", how="left")
+    cols += [
+        (win["n"].cast(pl.Float64) + base["tie_count"]).alias("customer_tx_count_1h"),
+        (win["s"] + base["tie_small"]).cast(pl.Float64).alias("customer_small_online_count_1h"),
+    ]
+    out = base.select("transaction_id", "ts", "amount").with_columns(cols)
     return (
         out.filter(pl.col("ts") >= lo)
-        .with_columns(
-            (
-                pl.col(f"_sum_{w}d").cast(pl.Float64)
-                / pl.col(f"customer_tx_count_{w}d")
-                / AMOUNT_SCALE
-            ).alias(f"customer_amount_mean_{w}d")
-            for w in WINDOWS_DAYS
-        )
         .with_columns(
             amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)
             .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
             .otherwise(1.0)
         )
         .select("transaction_id", *CUSTOMER_FEATURES)
-        .collect()
     )
 
 
 def _terminal_counts(
     history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
-) -> list[pl.LazyFrame]:
-    """Per-terminal counts as of each day in `start` .. `end`: (terminal_id, day, features).
+) -> pl.LazyFrame:
+    """Per-terminal counts as of every day in `start` .. `end`, as change events.
 
     For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
-    of them whose fraud label was known before D 00:00 UTC. Computed for every day at once
-    with difference arrays: a transaction on day d (label known on day k) enters the count
-    on day d+1 (max(d, k)+1 for the fraud count) and leaves it on day d+w+1.
+    of them whose fraud label was known before D 00:00 UTC. With difference arrays: a day's
+    transactions enter the count on day d+1 (the frauds on max(d, k)+1, k the day the label
+    became known) and leave it on day d+w+1. Returns (terminal_id, day, running counts),
+    one row per day on which a count changes.
     """
     import polars as pl
 
@@ -189,7 +233,7 @@ def _terminal_counts(
         labels.lazy()
         .filter(pl.col("known_at") < hi, pl.col("is_fraud") == 1)
         .group_by("transaction_id")
-        .agg(known_day=pl.col("known_at").min().dt.date())
+        .agg(k=pl.col("known_at").min().dt.date())
     )
     tx = (
         history.lazy()
@@ -197,52 +241,91 @@ def _terminal_counts(
             pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi - timedelta(days=1)
         )
         .select("transaction_id", "terminal_id", d=pl.col("ts").dt.date())
-        .join(known, on="transaction_id", how="left")
     )
-    frames = []
-    for w in WINDOWS_DAYS:
-        enter = pl.col("d") + timedelta(days=1)
-        leave = pl.col("d") + timedelta(days=w + 1)
-        fraud_enter = pl.max_horizontal(pl.col("d"), pl.col("known_day")) + timedelta(days=1)
-        events = pl.concat(
-            [
-                tx.select("terminal_id", day=enter, tx=pl.lit(1.0), fraud=pl.lit(0.0)),
-                tx.select("terminal_id", day=leave, tx=pl.lit(-1.0), fraud=pl.lit(0.0)),
-                tx.filter(pl.col("known_day").is_not_null() & (fraud_enter < leave)).select(
-                    "terminal_id", day=fraud_enter, tx=pl.lit(0.0), fraud=pl.lit(1.0)
-                ),
-                tx.filter(pl.col("known_day").is_not_null() & (fraud_enter < leave)).select(
-                    "terminal_id", day=leave, tx=pl.lit(0.0), fraud=pl.lit(-1.0)
-                ),
-            ]
+    daily = tx.group_by("terminal_id", "d").agg(n=pl.len().cast(pl.Float64))
+    frauds = tx.join(known, on="transaction_id", how="inner").select(
+        "terminal_id", "d", enter=pl.max_horizontal("d", "k") + timedelta(days=1)
+    )
+    zero = pl.lit(0.0)
+    parts = [
+        daily.select(
+            "terminal_id",
+            day=pl.col("d") + timedelta(days=1),
+            **{f"tx_{w}": pl.col("n") for w in WINDOWS_DAYS},
+            **{f"fr_{w}": zero for w in WINDOWS_DAYS},
         )
-        frames.append(
-            events.group_by("terminal_id", "day")
-            .agg(pl.col("tx").sum(), pl.col("fraud").sum())
-            .sort("terminal_id", "day")
-            .select(
-                "terminal_id",
-                "day",
-                pl.col("tx").cum_sum().over("terminal_id").alias(f"terminal_tx_count_{w}d"),
-                pl.col("fraud").cum_sum().over("terminal_id").alias(f"terminal_fraud_count_{w}d"),
+    ]
+    for w in WINDOWS_DAYS:
+        leave = pl.col("d") + timedelta(days=w + 1)
+        vals = {f"tx_{v}": (-pl.col("n") if v == w else zero) for v in WINDOWS_DAYS}
+        parts.append(
+            daily.select(
+                "terminal_id", day=leave, **vals, **{f"fr_{v}": zero for v in WINDOWS_DAYS}
             )
         )
-    return frames
+        inside = pl.col("enter") < leave
+        parts.append(
+            frauds.select(
+                "terminal_id",
+                day=pl.col("enter"),
+                **{f"tx_{v}": zero for v in WINDOWS_DAYS},
+                **{
+                    f"fr_{v}": pl.when(inside).then(1.0).otherwise(0.0) if v == w else zero
+                    for v in WINDOWS_DAYS
+                },
+            )
+        )
+        parts.append(
+            frauds.select(
+                "terminal_id",
+                day=leave,
+                **{f"tx_{v}": zero for v in WINDOWS_DAYS},
+                **{
+                    f"fr_{v}": pl.when(inside).then(-1.0).otherwise(0.0) if v == w else zero
+                    for v in WINDOWS_DAYS
+                },
+            )
+        )
+    value_cols = [f"{kind}_{w}" for kind in ("tx", "fr") for w in WINDOWS_DAYS]
+    return (
+        pl.concat(parts)
+        .group_by("terminal_id", "day")
+        .agg(pl.col(value_cols).sum())
+        .sort("terminal_id", "day")
+        .select(
+            "terminal_id",
+            "day",
+            *(
+                pl.col(f"tx_{w}").cum_sum().over("terminal_id").alias(f"terminal_tx_count_{w}d")
+                for w in WINDOWS_DAYS
+            ),
+            *(
+                pl.col(f"fr_{w}").cum_sum().over("terminal_id").alias(f"terminal_fraud_count_{w}d")
+                for w in WINDOWS_DAYS
+            ),
+        )
+    )
 
 
-def _join_snapshots(frame: pl.LazyFrame, snapshots: list[pl.LazyFrame]) -> pl.LazyFrame:
-    """Attach, to each (terminal_id, day) row, the latest event-count at or before that day."""
+def _join_snapshots(frame: pl.LazyFrame, counts: pl.LazyFrame) -> pl.LazyFrame:
+    """Attach, to each (terminal_id, day) row, the running counts of the latest change at or
+    before that day, and the risk ratios."""
     import polars as pl
 
-    frame = frame.sort("day")
-    for snap in snapshots:
-        frame = frame.join_asof(snap.sort("day"), on="day", by="terminal_id", strategy="backward")
-    return frame.with_columns(pl.col(TERMINAL_COUNT_COLUMNS).fill_null(0.0)).with_columns(
-        pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
-        .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
-        .otherwise(0.0)
-        .alias(f"terminal_risk_{w}d")
-        for w in WINDOWS_DAYS
+    keys = frame.select("terminal_id", "day").unique()
+    snap = keys.sort("day").join_asof(
+        counts.sort("day"), on="day", by="terminal_id", strategy="backward"
+    )
+    return (
+        frame.join(snap, on=["terminal_id", "day"], how="left")
+        .with_columns(pl.col(TERMINAL_COUNT_COLUMNS).fill_null(0.0))
+        .with_columns(
+            pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
+            .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
+            .otherwise(0.0)
+            .alias(f"terminal_risk_{w}d")
+            for w in WINDOWS_DAYS
+        )
     )
 
 
@@ -259,9 +342,9 @@ def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) 
         .unique()
         .with_columns(day=pl.lit(as_of))
     )
-    snaps = _terminal_counts(history, labels, as_of)
+    counts = _terminal_counts(history, labels, as_of)
     return (
-        _join_snapshots(terminals, snaps)
+        _join_snapshots(terminals, counts)
         .select("terminal_id", *TERMINAL_FEATURES)
         .sort("terminal_id")
         .collect()
@@ -297,9 +380,9 @@ def batch_features(
             day=pl.col("ts").dt.date(),
         )
     )
-    snaps = _terminal_counts(history, labels, start, end)
+    counts = _terminal_counts(history, labels, start, end)
     customer = customer_features(history, start, end)
-    frame = _join_snapshots(frame, snaps).join(customer.lazy(), on="transaction_id", how="left")
+    frame = _join_snapshots(frame, counts).join(customer.lazy(), on="transaction_id", how="left")
     return frame.sort("ts", "transaction_id").select(*KEY_COLUMNS, *feature_columns(cats)).collect()
 
 
@@ -330,6 +413,10 @@ class CustomerHistory:
         base = ts_us * TIE_SLOTS
         i = bisect.bisect_left(self.keys, base)
         j = bisect.bisect_left(self.keys, base + TIE_SLOTS)
+        if j - i >= TIE_SLOTS - 1:
+            raise ValueError(
+                f"more than {TIE_SLOTS - 1} transactions of one customer at {ts_us} us"
+            )
         return base + (j - i)
 
     def add(self, key: int, amount: float, small: int) -> None:
@@ -368,7 +455,8 @@ def amount_units(amount: float) -> int:
 def _window_stats(history: CustomerHistory, key: int, span: int) -> tuple[float, float, float, int]:
     """count, mean, max and small-count over entries with key in (key - span, key]."""
     keys = history.keys
-    lo = bisect.bisect_right(keys, key - span)
+    # Entries strictly after t - w (whatever their tie rank), up to this transaction.
+    lo = bisect.bisect_right(keys, (key // TIE_SLOTS) * TIE_SLOTS - span + TIE_SLOTS - 1)
     hi = bisect.bisect_right(keys, key)
     if hi <= lo:
         return 0.0, 0.0, 0.0, 0
@@ -381,7 +469,7 @@ def online_features(
     tx: Mapping[str, Any],
     history: CustomerHistory,
     terminal: Mapping[str, float] | None,
-    categoricals: Sequence[str] = CATEGORICAL_COLUMNS,
+    categoricals: Sequence[str],
     *,
     update: bool = True,
 ) -> dict[str, Any]:

@@ -290,7 +290,7 @@ def confusion_at_threshold(y_true: ArrayLike, score: ArrayLike, threshold: float
 
 def business_figures(
     y_true: ArrayLike, score: ArrayLike, amount: ArrayLike, threshold: float, n_days: int
-) -> dict[str, float]:
+) -> dict[str, float | int]:
     """The figures a fraud team reports: money caught and missed, analyst workload (alerts
     per day) and genuine customers stopped (false declines, a count)."""
     if n_days <= 0:

@@ -95,8 +95,10 @@ class SimulationConfig:
     card_compromise_share: float = 1 / 3
     card_compromise_amount_factor: float = 4.0
     card_testing_rate: float = 0.0004
-    # Labels: frauds are confirmed 1-30 days later; genuine ones after a fixed maturity.
+    # Labels: frauds are confirmed 1-30 days later (most within a week: customers report
+    # quickly, chargebacks take longer); genuine ones after a fixed maturity.
     fraud_label_delay_days: tuple[float, float] = (1.0, 30.0)
+    fraud_label_delay_mean_days: float = 5.0
     genuine_maturity_days: float = 30.0
     drift: tuple[DriftScenario, ...] = field(default_factory=tuple)
 
@@ -381,7 +383,8 @@ def _simulate_day(config: SimulationConfig, day: date) -> pl.DataFrame:
     lo, hi = config.fraud_label_delay_days
     delay_s = np.where(
         is_fraud == 1,
-        label_rng.uniform(lo, hi, n) * _DAY_SECONDS,
+        np.clip(lo + label_rng.exponential(config.fraud_label_delay_mean_days - lo, n), lo, hi)
+        * _DAY_SECONDS,
         config.genuine_maturity_days * _DAY_SECONDS,
     ).astype(np.int64)
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)

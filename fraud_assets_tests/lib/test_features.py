@@ -206,3 +206,22 @@ def test_a_range_in_one_pass_equals_day_by_day() -> None:
     daily = pl.concat([F.batch_features(hist, labels, first + timedelta(days=i)) for i in range(5)])
     assert ranged.height == daily.height > 0
     assert ranged.equals(daily)
+
+
+def test_ties_exactly_at_the_window_start_are_outside_whatever_their_rank() -> None:
+    edge = T0 - timedelta(days=7)
+    hist = _tx(
+        [
+            ("x0", edge, "c1", "t1", 100.0, "card_present"),
+            ("x1", edge, "c1", "t1", 300.0, "card_present"),
+            ("now", T0, "c1", "t1", 20.0, "card_present"),
+        ]
+    )
+    row = _row(F.batch_features(hist, NO_LABELS, DAY), "now")
+    assert row["customer_tx_count_7d"] == 1
+    assert row["customer_amount_max_7d"] == 20.0
+    history = F.CustomerHistory()
+    for r in hist.sort("ts", "transaction_id").iter_rows(named=True):
+        online = F.online_features(r, history, None, ["channel"])
+    assert online["customer_tx_count_7d"] == 1
+    assert online["customer_amount_max_7d"] == 20.0
