@@ -148,11 +148,11 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
 
     instance = instance or dg.DagsterInstance.get()
     days = demo_days(feature_days + HISTORY_DAYS, end)
-    warmup, featured = days[:HISTORY_DAYS], days[HISTORY_DAYS:]
-    print(f"ingesting {warmup[0]} .. {warmup[-1]} (history for the 30-day windows)")
-    failed = run_partitions("daily_ingestion", warmup)
-    print(f"ingesting + features {featured[0]} .. {featured[-1]}")
-    failed += run_partitions("daily_features", featured)
+    print(f"ingesting {days[0]} .. {days[-1]} ({HISTORY_DAYS} days of history first)")
+    failed = run_partitions("daily_ingestion", days)
+    if not failed:
+        print(f"features {days[HISTORY_DAYS]} .. {end}")
+        failed = run_partitions("features", days[HISTORY_DAYS:])
     if failed:
         print(f"quality gates failed for {len(failed)} partitions: {', '.join(failed)}")
         return 1
@@ -231,10 +231,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     import dagster as dg
 
     instance = dg.DagsterInstance.get()
-    warmup = demo_days((train_start - history_start).days, train_start - timedelta(days=1))
+    days = demo_days((end - history_start).days + 1, end)
     print(f"backtest: data {first} .. {last}; train from {train_start}, evaluate up to {end}")
-    failed = run_partitions("daily_ingestion", warmup) if warmup else []
-    failed += run_partitions("daily_features", demo_days(feature_days, end))
+    failed = run_partitions("daily_ingestion", days)
+    if not failed:
+        failed = run_partitions("features", demo_days(feature_days, end))
     if failed:
         print(
             f"quality gates failed for: {', '.join(failed)} (see `DAGSTER_HOME={out / 'dagster'} make ui`)"

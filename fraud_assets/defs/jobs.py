@@ -21,7 +21,12 @@ daily_ingestion_job = dg.define_asset_job(
 daily_features_job = dg.define_asset_job(
     "daily_features",
     selection=FEATURES,
-    description="One day: ingestion, quality gates and point-in-time features.",
+    description="One day: ingestion, quality gates and point-in-time features (run days in order).",
+)
+features_job = dg.define_asset_job(
+    "features",
+    selection=dg.AssetSelection.assets("transaction_features"),
+    description="Features of one day from already-ingested days (days can run in parallel).",
 )
 training_job = dg.define_asset_job(
     "training",
@@ -34,4 +39,4 @@ training_job = dg.define_asset_job(
 def all_jobs() -> list:
     from fraud_assets.defs.training.evaluation import rollback_champion
 
-    return [daily_ingestion_job, daily_features_job, training_job, rollback_champion]
+    return [daily_ingestion_job, daily_features_job, features_job, training_job, rollback_champion]

@@ -100,7 +100,7 @@ def _codes(col: str) -> pl.Expr:
     """Dense integer codes for an id column: sorting and grouping on them is far cheaper."""
     import polars as pl
 
-    return pl.col(col).rank("dense").cast(pl.UInt32)
+    return pl.col(col).cast(pl.Categorical).to_physical()
 
 
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
@@ -379,11 +379,17 @@ def batch_features(
             *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
             day=pl.col("ts").dt.date(),
         )
+        .collect()
     )
-    counts = _terminal_counts(history, labels, start, end)
+    # Each part is materialised once: one lazy plan would recompute shared inputs.
+    counts = _terminal_counts(history, labels, start, end).collect()
     customer = customer_features(history, start, end)
-    frame = _join_snapshots(frame, counts).join(customer.lazy(), on="transaction_id", how="left")
-    return frame.sort("ts", "transaction_id").select(*KEY_COLUMNS, *feature_columns(cats)).collect()
+    frame = (
+        _join_snapshots(frame.lazy(), counts.lazy())
+        .collect()
+        .join(customer, on="transaction_id", how="left")
+    )
+    return frame.sort("ts", "transaction_id").select(*KEY_COLUMNS, *feature_columns(cats))
 
 
 # --------------------------------------------------------------------------- online path
