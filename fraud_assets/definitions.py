@@ -11,6 +11,7 @@ import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs import jobs
+from fraud_assets.defs.deployment import assets as deployment_assets
 from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
@@ -20,8 +21,8 @@ from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
 from fraud_assets.resources.mlflow import mlflow_resource
 from fraud_assets.resources.source import TransactionSourceResource
 
-ASSET_MODULES = [ingestion_assets, feature_assets, training_assets, evaluation]
-CHECK_MODULES = [ingestion_checks, evaluation]
+ASSET_MODULES = [ingestion_assets, feature_assets, training_assets, evaluation, deployment_assets]
+CHECK_MODULES = [ingestion_checks, evaluation, deployment_assets]
 
 
 def default_source() -> TransactionSourceResource:

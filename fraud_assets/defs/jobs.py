@@ -32,7 +32,8 @@ training_job = dg.define_asset_job(
     "training",
     selection=TRAINING,
     hooks={end_mlflow_on_run_finished},
-    description="As of a day: time split, CatBoost in MLflow, evaluation, promotion gate, champion.",
+    description="As of a day: time split, CatBoost in MLflow, evaluation, promotion gate, "
+    "champion, and the Bento with the online store seed (smoke-tested).",
 )
 
 

@@ -1,0 +1,128 @@
+"""Online feature state: what the scoring service reads and updates per transaction.
+
+The interface is small on purpose (Dagster's project_ml shape: one interface, a local and a
+shared implementation):
+
+- ``EmbeddedStore``: in-process dicts, seeded from a bundle's npz files and updated in place
+  by every scored transaction. Exact only when ONE process scores all traffic, which is why
+  the service runs a single worker with this backend.
+- A Redis backend implements the same interface for several workers/replicas: ``history``
+  reads the customer's entries, ``save`` writes them back (with a 31-day TTL), ``terminal``
+  reads a hash written by the ``online_feature_store`` asset, ``load_seed`` bulk-loads a
+  bundle's seed with a pipeline. It is not implemented yet; the embedded store is the default.
+
+Thread-safety: each method is safe on its own; a read-modify-write sequence (history ->
+online_features -> save) must hold ``store.lock`` so concurrent transactions of one customer
+are applied one at a time, in order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from fraud_assets.lib.bundle import read_store_seed, store_day_key
+from fraud_assets.lib.features import CustomerHistory
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """Per-customer histories and per-terminal snapshots for the online feature path."""
+
+    backend: str
+    lock: threading.RLock
+
+    def history(self, customer_id: str) -> CustomerHistory:
+        """The customer's history (an empty one for a customer never seen)."""
+        ...
+
+    def save(self, customer_id: str, history: CustomerHistory) -> None:
+        """Persist a history after ``online_features`` updated it (no-op when in process)."""
+        ...
+
+    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
+        """The terminal's snapshot for the store's day, or None for an unknown terminal."""
+        ...
+
+    def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
+        """(Re)seed from a bundle, keeping what live traffic added since the seed's day."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and provenance, for /models and monitoring."""
+        ...
+
+
+class EmbeddedStore:
+    """In-process store: plain dicts, updated in place by the scoring path."""
+
+    backend = "embedded"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._customers: dict[str, CustomerHistory] = {}
+        self._terminals: dict[str, dict[str, float]] = {}
+        self.as_of: date | None = None
+        self.seeded_from: str | None = None
+        self._created = 0
+
+    def history(self, customer_id: str) -> CustomerHistory:
+        history = self._customers.get(customer_id)
+        if history is None:
+            with self.lock:
+                history = self._customers.get(customer_id)
+                if history is None:
+                    history = self._customers[customer_id] = CustomerHistory()
+                    self._created += 1
+        return history
+
+    def save(self, customer_id: str, history: CustomerHistory) -> None:
+        """Nothing to do: ``history`` is the live object held in the dict."""
+
+    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
+        return self._terminals.get(terminal_id)
+
+    def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
+        """Replace state before the seed's day by the seed; keep live entries from that day on.
+
+        The seed holds every transaction before ``as_of`` (the batch pipeline's truth, which
+        also covers traffic this process never saw); entries the service added on or after
+        ``as_of`` are its own traffic and are carried over, so a daily reseed loses nothing.
+        """
+        seed = read_store_seed(bundle_path)  # the slow part, outside the lock
+        start = store_day_key(seed.as_of)
+        customers = seed.customers
+        with self.lock:
+            for customer_id, live in self._customers.items():
+                i = bisect.bisect_left(live.keys, start)
+                if i == len(live.keys):
+                    continue
+                merged = customers.get(customer_id)
+                if merged is None:
+                    merged = customers[customer_id] = CustomerHistory()
+                merged.keys.extend(live.keys[i:])
+                merged.amounts.extend(live.amounts[i:])
+                merged.units.extend(live.units[i:])
+                merged.small.extend(live.small[i:])
+            self._customers = customers
+            self._terminals = seed.terminals
+            self.as_of = seed.as_of
+            self.seeded_from = str(Path(bundle_path))
+            self._created = 0
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "backend": self.backend,
+                "as_of": self.as_of.isoformat() if self.as_of else None,
+                "seeded_from": self.seeded_from,
+                "customers": len(self._customers),
+                "customers_created_since_seed": self._created,
+                "history_rows": sum(len(h.keys) for h in self._customers.values()),
+                "terminals": len(self._terminals),
+            }

@@ -1,0 +1,149 @@
+"""HTTP plumbing for the BentoML service: body limits, raw-body input, JSON error objects.
+
+Why not BentoML's own parsing: it coerces unless told otherwise, renders some errors as
+JSON arrays, and has no body-size limit. The APIs here receive the undecoded request
+(``RawJSONInput``), validate the bytes themselves (``schemas.parse``) and always answer a
+client mistake with one JSON object ``{"error", "field", "message"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import bentoml
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fraud_assets.serving.schemas import MAX_BODY_BYTES, RequestError
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def error_response(error: RequestError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+class RequestLimits:
+    """ASGI middleware: cap request bodies; answer method and media-type mistakes on the API
+    routes with the service's JSON error object instead of Starlette's plain text.
+
+    The cap is enforced twice: from Content-Length (reject before reading) and from the bytes
+    actually received (chunked or lying clients); the body is buffered (at most the cap) and
+    replayed to the app. ``get_routes``: BentoML APIs are POST-only, so a GET on one of
+    these paths is passed on as a POST with an empty body.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        api_routes: tuple[str, ...] = (),
+        get_routes: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.api_routes = frozenset(api_routes) | frozenset(get_routes)
+        self.get_routes = frozenset(get_routes)
+
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, error: RequestError
+    ) -> None:
+        await error_response(error)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        if path in self.api_routes:
+            if method == "GET" and path in self.get_routes:
+                scope = {**scope, "method": "POST"}
+                method = "POST"
+            elif method != "POST":
+                allowed = "GET or POST" if path in self.get_routes else "POST"
+                error = RequestError(405, "method_not_allowed", None, f"{path} takes {allowed}")
+                await self._reject(scope, receive, send, error)
+                return
+        if method not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-type" and value.startswith(b"application/vnd.bentoml+pickle"):
+                error = RequestError(415, "unsupported_media_type", "content-type", "send JSON")
+                await self._reject(scope, receive, send, error)
+                return
+            if name == b"content-length":
+                declared = int(value) if value.isdigit() else -1
+                if declared < 0:
+                    error = RequestError(
+                        400, "invalid_request", "content-length", "not a valid byte count"
+                    )
+                    await self._reject(scope, receive, send, error)
+                    return
+                if declared > self.max_body_bytes:
+                    await self._reject(scope, receive, send, self._too_large())
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client left: nobody to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._reject(scope, receive, send, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> RequestError:
+        return RequestError(
+            413,
+            "payload_too_large",
+            "body",
+            f"request body exceeds the limit of {self.max_body_bytes} bytes",
+        )
+
+
+class RawJSONInput(bentoml.IODescriptor):
+    """Input spec that hands the API method the starlette ``Request`` (body already read).
+
+    ``schema_model`` only documents the expected body in the OpenAPI page; validation happens
+    in the method, strictly, with errors in the service's own shape.
+    """
+
+    __root_input__: ClassVar[bool] = True
+    schema_model: ClassVar[type[BaseModel] | None] = None
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if cls.schema_model is None:
+            return {"type": "object", "properties": {}}
+        return cls.schema_model.model_json_schema(*args, **kwargs)
+
+    @classmethod
+    async def from_http_request(cls, request: Request, serde: Any) -> Any:  # type: ignore[override]
+        await request.body()  # cached on the request for the method
+        return request
+
+
+def raw_json_input(model: type[BaseModel] | None) -> type[RawJSONInput]:
+    """A ``RawJSONInput`` whose documentation shows ``model``."""
+    name = model.__name__ if model is not None else "NoParameters"
+    namespace = {"schema_model": model, "__module__": __name__, "__qualname__": name}
+    return type(name, (RawJSONInput,), namespace)  # type: ignore[return-value]

@@ -1,0 +1,96 @@
+"""Append-only JSON-lines logs: predictions (for monitoring) and feedback (labels).
+
+Predictions: ``predictions/date=YYYY-MM-DD/part-<pid>.jsonl``, one line per scored request,
+flushed after every write (a crash of the process loses nothing it already answered; an OS
+crash may lose the page cache, which is fine for monitoring data). One file per process so
+workers never interleave; the handle stays open and rotates when the UTC day changes.
+
+Feedback: ``feedback/feedback.jsonl``, each line written with one ``write`` on an O_APPEND
+descriptor and ``fsync``-ed before the client hears "stored": labels are rare and precious.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+
+def _dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
+class PredictionLog:
+    """Day-partitioned prediction log of one process."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._day: date | None = None
+        self._file: IO[str] | None = None
+        self.rows = 0
+
+    def path_for(self, day: date) -> Path:
+        return self.root / f"date={day.isoformat()}" / f"part-{os.getpid()}.jsonl"
+
+    def _open(self, day: date) -> IO[str]:
+        if self._file is not None:
+            self._file.close()
+        path = self.path_for(day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        self._day = day
+        return self._file
+
+    def write(self, rows: list[dict[str, Any]], day: date) -> None:
+        """Append rows (one request's worth) and flush them to the OS."""
+        text = "".join(_dumps(r) + "\n" for r in rows)
+        with self._lock:
+            handle = self._file if day == self._day and self._file else self._open(day)
+            handle.write(text)
+            handle.flush()
+            self.rows += len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+                self._day = None
+
+
+class FeedbackLog:
+    """Durable feedback log shared by all workers (O_APPEND + fsync per write)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.path = Path(root) / "feedback.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        created = not self.path.exists()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if created:  # make the new directory entry durable too, not only the file's data
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        self.rows = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        """Returns only once the line is on disk."""
+        data = (_dumps(row) + "\n").encode("utf-8")
+        with self._lock:
+            written = os.write(self._fd, data)
+            if written != len(data):  # a short write to a regular file means a full disk
+                raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
+            os.fsync(self._fd)
+            self.rows += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1

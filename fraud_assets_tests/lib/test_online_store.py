@@ -1,0 +1,219 @@
+"""The deployment bundle's store seed and the embedded online store.
+
+Models are stand-ins here (the bundle only calls ``save_model``); real CatBoost bundles are
+exercised by the serving tests.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from fraud_assets.lib import features as F
+from fraud_assets.lib.bundle import (
+    BundleError,
+    histories_from_transactions,
+    read_manifest,
+    read_store_seed,
+    store_seed_from_frames,
+    validate_manifest,
+    write_bundle,
+)
+from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore
+from fraud_assets.lib.simulation import SimulationConfig, Simulator
+
+DAY = date(2026, 3, 10)
+MIDNIGHT = datetime(2026, 3, 10, tzinfo=UTC)
+CATS = ["merchant_category", "channel"]
+
+
+class FakeModel:
+    feature_names_ = None
+
+    def save_model(self, path: str) -> None:
+        Path(path).write_bytes(b"model")
+
+
+def _tx(tid: str, ts: datetime, customer: str, amount: float, channel: str = "online") -> dict:
+    return {
+        "transaction_id": tid,
+        "ts": ts,
+        "customer_id": customer,
+        "terminal_id": "T1",
+        "amount": amount,
+        "merchant_category": "grocery",
+        "channel": channel,
+    }
+
+
+def _write(path: Path, histories: dict, terminals: dict | None = None, **kw: Any) -> Path:
+    args: dict[str, Any] = {
+        "model_name": "fraud_model",
+        "features": F.feature_columns(CATS),
+        "categoricals": CATS,
+        "variants": {
+            "champion": {
+                "model": FakeModel(),
+                "version": "7",
+                "thresholds": {"review": 0.5, "decline": 0.9},
+            }
+        },
+        "customer_histories": histories,
+        "terminal_rows": terminals or {},
+        "store_as_of": DAY,
+    }
+    return write_bundle(path, **(args | kw))
+
+
+def test_seed_round_trips_and_old_entries_are_dropped(tmp_path: Path) -> None:
+    rows = [
+        _tx("a", MIDNIGHT - timedelta(days=40), "c1", 10.0),  # no window can reach it
+        _tx("b", MIDNIGHT - timedelta(days=2), "c1", 20.0),
+        _tx("c", MIDNIGHT - timedelta(hours=1), "c1", 1.5),
+        _tx("d", MIDNIGHT - timedelta(hours=1), "c2", 3.0, channel="card_present"),
+    ]
+    histories = histories_from_transactions(rows, CATS)
+    terminals = {"T1": {name: float(i) for i, name in enumerate(F.TERMINAL_FEATURES)}}
+    _write(tmp_path / "b", histories, terminals)
+
+    seed = read_store_seed(tmp_path / "b")
+    assert seed.as_of == DAY
+    assert seed.customers["c1"].amounts == [20.0, 1.5]
+    assert seed.customers["c1"].small == [0, 1]
+    assert seed.customers["c2"].to_rows() == histories["c2"].to_rows()
+    assert seed.terminals == terminals
+    manifest = read_manifest(tmp_path / "b")
+    assert manifest["variants"]["champion"]["model_file"] == "models/champion.cbm"
+    assert (tmp_path / "b" / "models" / "champion.cbm").read_bytes() == b"model"
+    assert manifest["traffic"] == {"challenger_share": 0.0, "mode": "split"}
+
+
+def test_rewriting_a_bundle_replaces_it_whole(tmp_path: Path) -> None:
+    first = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
+    second = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
+    assert first["bundle_id"] != second["bundle_id"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp or old folders left
+
+
+def test_a_failed_write_leaves_the_old_bundle_alone(tmp_path: Path) -> None:
+    _write(tmp_path / "b", {})
+    before = read_manifest(tmp_path / "b")["bundle_id"]
+    late = histories_from_transactions([_tx("z", MIDNIGHT + timedelta(hours=1), "c1", 5.0)], CATS)
+    with pytest.raises(BundleError, match="on or after store_as_of"):
+        _write(tmp_path / "b", late)
+    assert read_manifest(tmp_path / "b")["bundle_id"] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"variants": {}}, "champion"),
+        (
+            {
+                "variants": {
+                    "champion": {"version": "1", "thresholds": {"review": 0.9, "decline": 0.5}}
+                }
+            },
+            "review <= decline",
+        ),
+        (
+            {
+                "variants": {
+                    "champion": {"version": 1, "thresholds": {"review": 0.1, "decline": 0.5}}
+                }
+            },
+            "string version",
+        ),
+        ({"traffic": {"challenger_share": 1.5, "mode": "split"}}, "challenger_share"),
+        ({"traffic": {"challenger_share": 0.1, "mode": "canary"}}, "traffic.mode"),
+        ({"features": ["amount", "cvv"]}, "unknown"),
+        ({"store_as_of": "yesterday"}, "store_as_of"),
+    ],
+)
+def test_manifest_validation(change: dict, message: str) -> None:
+    manifest = {
+        "model_name": "m",
+        "features": ["amount"],
+        "categoricals": [],
+        "store_as_of": "2026-03-10",
+        "variants": {"champion": {"version": "1", "thresholds": {"review": 0.1, "decline": 0.5}}},
+        "traffic": {"challenger_share": 0.0, "mode": "split"},
+    }
+    validate_manifest(manifest)
+    with pytest.raises(BundleError, match=message):
+        validate_manifest(manifest | change)
+
+
+def test_replay_requires_sorted_rows() -> None:
+    rows = [_tx("b", MIDNIGHT, "c1", 1.0), _tx("a", MIDNIGHT, "c1", 1.0)]
+    with pytest.raises(ValueError, match="sorted"):
+        histories_from_transactions(rows, CATS)
+
+
+def test_embedded_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path) -> None:
+    """Seed from frames -> bundle -> store -> online features == batch features of the day."""
+    sim = Simulator(SimulationConfig(seed=9, size=0.05))
+    days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
+    full = pl.concat([sim.day_with_label_times(d) for d in days])
+    history = full.drop("known_at")
+    labels = full.select("transaction_id", "is_fraud", "known_at")
+    histories, terminals = store_seed_from_frames(history, labels, DAY)
+    _write(tmp_path / "b", histories, terminals)
+
+    store = EmbeddedStore()
+    assert isinstance(store, OnlineStore)
+    store.load_seed(tmp_path / "b")
+    assert store.stats()["terminals"] == len(terminals) and store.as_of == DAY
+    today = history.filter(pl.col("ts") >= MIDNIGHT).sort("ts", "transaction_id")
+    online = []
+    for row in today.iter_rows(named=True):
+        with store.lock:
+            h = store.history(row["customer_id"])
+            online.append(F.online_features(row, h, store.terminal(row["terminal_id"]), CATS))
+            store.save(row["customer_id"], h)
+    batch = F.batch_features(history, labels, DAY).select(F.feature_columns(CATS))
+    got = pl.DataFrame(online, schema=batch.schema)
+    assert got.height == batch.height > 50
+    for col in F.NUMERIC_FEATURES:
+        assert (got[col] - batch[col]).abs().max() <= 1e-9, col
+    assert got.select(CATS).equals(batch.select(CATS))
+
+
+def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> None:
+    old = histories_from_transactions([_tx("a", MIDNIGHT - timedelta(days=3), "c1", 10.0)], CATS)
+    _write(tmp_path / "b", old, store_as_of=DAY - timedelta(days=1))
+    store = EmbeddedStore()
+    store.load_seed(tmp_path / "b")
+    # Live traffic: one transaction the day before the new seed's day, two on it.
+    for tid, ts, amount in [
+        ("live-0", MIDNIGHT - timedelta(hours=2), 99.0),
+        ("live-1", MIDNIGHT + timedelta(hours=1), 1.0),
+        ("live-2", MIDNIGHT + timedelta(hours=2), 2.0),
+    ]:
+        with store.lock:
+            F.online_features(_tx(tid, ts, "c1", amount), store.history("c1"), None, CATS)
+    F.online_features(
+        _tx("n", MIDNIGHT + timedelta(hours=3), "new", 4.0), store.history("new"), None, CATS
+    )
+    # The pipeline's new seed knows day D-1 from the lake (which had 50.0, not the 99.0 above).
+    truth = histories_from_transactions(
+        [
+            _tx("a", MIDNIGHT - timedelta(days=3), "c1", 10.0),
+            _tx("x", MIDNIGHT - timedelta(hours=2), "c1", 50.0),
+        ],
+        CATS,
+    )
+    _write(tmp_path / "b", truth)
+    store.load_seed(tmp_path / "b")
+    assert store.as_of == DAY
+    assert store.history("c1").amounts == [10.0, 50.0, 1.0, 2.0]
+    assert store.history("new").amounts == [4.0]
+    stats = store.stats()
+    assert stats["customers"] == 2 and stats["history_rows"] == 5
+    assert store.terminal("T-unknown") is None

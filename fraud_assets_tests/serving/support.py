@@ -1,0 +1,212 @@
+"""Test support: a small simulated world, two tiny models, bundles, and a real server process.
+
+Kept out of conftest so a benchmark or a notebook can build the same bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import polars as pl
+import psutil
+
+from fraud_assets.lib import features as F
+from fraud_assets.lib.bundle import store_seed_from_frames, write_bundle
+from fraud_assets.lib.simulation import SimulationConfig, Simulator
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = "fraud_assets.serving.service:FraudScoring"
+FIRST_DAY = date(2026, 2, 1)
+DAYS = 35
+THRESHOLDS = {"review": 0.3, "decline": 0.7}
+
+
+@dataclass
+class World:
+    """Simulated history, the last day's batch features, and two trained models."""
+
+    history: pl.DataFrame
+    labels: pl.DataFrame
+    last_day: date
+    categoricals: list[str]
+    features: list[str]
+    day_features: pl.DataFrame  # batch_features of last_day (the parity reference)
+    champion: Any
+    challenger: Any
+    seed_histories: dict[str, F.CustomerHistory]
+    seed_terminals: dict[str, dict[str, float]]
+
+
+def _train(frame: pl.DataFrame, features: list[str], categoricals: list[str], seed: int) -> Any:
+    from catboost import CatBoostClassifier
+
+    model = CatBoostClassifier(
+        iterations=50,
+        depth=4,
+        random_seed=seed,
+        thread_count=2,
+        allow_writing_files=False,
+        verbose=False,
+        auto_class_weights="SqrtBalanced",
+    )
+    model.fit(
+        frame.select(features).to_pandas(),
+        frame["is_fraud"].to_numpy(),
+        cat_features=categoricals,
+    )
+    return model
+
+
+def build_world(seed: int = 5, size: float = 0.13) -> World:
+    """~35 simulated days (~1100 transactions a day), features, two 50-tree models."""
+    sim = Simulator(SimulationConfig(seed=seed, size=size))
+    days = [FIRST_DAY + timedelta(days=i) for i in range(DAYS)]
+    full = pl.concat([sim.day_with_label_times(d) for d in days])
+    history = full.drop("known_at")
+    labels = full.select("transaction_id", "is_fraud", "known_at")
+    last_day = days[-1]
+    categoricals = F.available_categoricals(history.columns)
+    features = F.feature_columns(categoricals)
+    train = F.batch_features(history, labels, days[1], days[-2]).join(
+        history.select("transaction_id", "is_fraud"), on="transaction_id"
+    )
+    histories, terminals = store_seed_from_frames(history, labels, last_day)
+    return World(
+        history=history,
+        labels=labels,
+        last_day=last_day,
+        categoricals=categoricals,
+        features=features,
+        day_features=F.batch_features(history, labels, last_day),
+        champion=_train(train, features, categoricals, seed=1),
+        challenger=_train(train, features, categoricals, seed=2),
+        seed_histories=histories,
+        seed_terminals=terminals,
+    )
+
+
+def write_world_bundle(
+    world: World,
+    path: Path,
+    *,
+    share: float = 0.3,
+    mode: str = "split",
+    versions: tuple[str, str] = ("1", "2"),
+    challenger: bool = True,
+) -> Path:
+    variants: dict[str, dict[str, Any]] = {
+        "champion": {"model": world.champion, "version": versions[0], "thresholds": THRESHOLDS}
+    }
+    if challenger:
+        variants["challenger"] = {
+            "model": world.challenger,
+            "version": versions[1],
+            "thresholds": THRESHOLDS,
+        }
+    return write_bundle(
+        path,
+        model_name="fraud_model",
+        features=world.features,
+        categoricals=world.categoricals,
+        variants=variants,
+        traffic={"challenger_share": share, "mode": mode},
+        customer_histories=world.seed_histories,
+        terminal_rows=world.seed_terminals,
+        store_as_of=world.last_day,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``bentoml serve`` in its own process group, on a free local port."""
+
+    def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
+        self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.log_path = home / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "FRAUD_BUNDLE": str(self.bundle),
+            "FRAUD_SERVING_STATE": str(self.state),
+            "BENTOML_HOME": str(self.home / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("FRAUD_ADMIN_KEY", None)
+        if self.admin_key is not None:
+            env["FRAUD_ADMIN_KEY"] = self.admin_key
+        bentoml = Path(sys.executable).with_name("bentoml")
+        cmd = [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the arbiter's group and every worker by pid (workers run in sessions of
+        their own, so a group kill alone would orphan them), then wait for all of them."""
+        if self.proc is None:
+            return
+        try:
+            arbiter = psutil.Process(self.proc.pid)
+            family = [arbiter, *arbiter.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        for process in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
+        _, alive = psutil.wait_procs(family, timeout=15)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        psutil.wait_procs(alive, timeout=15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+    def pids(self) -> list[int]:
+        """The arbiter and its workers."""
+        if self.proc is None:
+            return []
+        arbiter = psutil.Process(self.proc.pid)
+        return [arbiter.pid, *(p.pid for p in arbiter.children(recursive=True))]
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
