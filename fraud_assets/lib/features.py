@@ -103,6 +103,34 @@ def _codes(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Categorical).to_physical()
 
 
+def _prepare(history: pl.DataFrame) -> pl.DataFrame:
+    """History in (ts, transaction_id) order with integer codes for customers and terminals.
+
+    Raw partitions arrive in that order already; checking is cheaper than sorting strings.
+    """
+    import polars as pl
+
+    if "_cust" in history.columns:
+        return history
+    in_order = (
+        history.height < 2
+        or history.select(
+            (
+                (pl.col("ts").diff() > 0)
+                | (
+                    (pl.col("ts").diff() == 0)
+                    & (pl.col("transaction_id") > pl.col("transaction_id").shift())
+                )
+            )
+            .slice(1)
+            .all()
+        ).item()
+    )
+    if not in_order:
+        history = history.sort("ts", "transaction_id")
+    return history.with_columns(_cust=_codes("customer_id"), _term=_codes("terminal_id"))
+
+
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
     """Customer window features for the transactions of days `start` .. `end` (inclusive).
 
@@ -120,13 +148,14 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     _, hi = _day_bounds(end or start)
     has_channel = "channel" in history.columns
     base = (
-        history.lazy()
+        _prepare(history)
+        .lazy()
         .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi)
         .select(
             "transaction_id",
             "ts",
             "amount",
-            cust=_codes("customer_id"),
+            cust="_cust",
             units=(pl.col("amount") * AMOUNT_SCALE).round(0, mode="half_to_even").cast(pl.Int64),
             small=(
                 (pl.col("amount") < SMALL_AMOUNT)
@@ -137,7 +166,8 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
                 )
             ).cast(pl.Int64),
         )
-        .sort("cust", "ts", "transaction_id")
+        # Input is in (ts, transaction_id) order: a stable sort on the code alone suffices.
+        .sort("cust", maintain_order=True)
         .with_row_index("row")
         .with_columns(
             new_run=(pl.col("cust") != pl.col("cust").shift(1)).fill_null(True)
@@ -221,7 +251,7 @@ def _terminal_counts(
     For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
     of them whose fraud label was known before D 00:00 UTC. With difference arrays: a day's
     transactions enter the count on day d+1 (the frauds on max(d, k)+1, k the day the label
-    became known) and leave it on day d+w+1. Returns (terminal_id, day, running counts),
+    became known) and leave it on day d+w+1. Returns (_term, day, running counts),
     one row per day on which a count changes.
     """
     import polars as pl
@@ -240,16 +270,16 @@ def _terminal_counts(
         .filter(
             pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi - timedelta(days=1)
         )
-        .select("transaction_id", "terminal_id", d=pl.col("ts").dt.date())
+        .select("transaction_id", "_term", d=pl.col("ts").dt.date())
     )
-    daily = tx.group_by("terminal_id", "d").agg(n=pl.len().cast(pl.Float64))
+    daily = tx.group_by("_term", "d").agg(n=pl.len().cast(pl.Float64))
     frauds = tx.join(known, on="transaction_id", how="inner").select(
-        "terminal_id", "d", enter=pl.max_horizontal("d", "k") + timedelta(days=1)
+        "_term", "d", enter=pl.max_horizontal("d", "k") + timedelta(days=1)
     )
     zero = pl.lit(0.0)
     parts = [
         daily.select(
-            "terminal_id",
+            "_term",
             day=pl.col("d") + timedelta(days=1),
             **{f"tx_{w}": pl.col("n") for w in WINDOWS_DAYS},
             **{f"fr_{w}": zero for w in WINDOWS_DAYS},
@@ -259,14 +289,12 @@ def _terminal_counts(
         leave = pl.col("d") + timedelta(days=w + 1)
         vals = {f"tx_{v}": (-pl.col("n") if v == w else zero) for v in WINDOWS_DAYS}
         parts.append(
-            daily.select(
-                "terminal_id", day=leave, **vals, **{f"fr_{v}": zero for v in WINDOWS_DAYS}
-            )
+            daily.select("_term", day=leave, **vals, **{f"fr_{v}": zero for v in WINDOWS_DAYS})
         )
         inside = pl.col("enter") < leave
         parts.append(
             frauds.select(
-                "terminal_id",
+                "_term",
                 day=pl.col("enter"),
                 **{f"tx_{v}": zero for v in WINDOWS_DAYS},
                 **{
@@ -277,7 +305,7 @@ def _terminal_counts(
         )
         parts.append(
             frauds.select(
-                "terminal_id",
+                "_term",
                 day=leave,
                 **{f"tx_{v}": zero for v in WINDOWS_DAYS},
                 **{
@@ -289,18 +317,18 @@ def _terminal_counts(
     value_cols = [f"{kind}_{w}" for kind in ("tx", "fr") for w in WINDOWS_DAYS]
     return (
         pl.concat(parts)
-        .group_by("terminal_id", "day")
+        .group_by("_term", "day")
         .agg(pl.col(value_cols).sum())
-        .sort("terminal_id", "day")
+        .sort("_term", "day")
         .select(
-            "terminal_id",
+            "_term",
             "day",
             *(
-                pl.col(f"tx_{w}").cum_sum().over("terminal_id").alias(f"terminal_tx_count_{w}d")
+                pl.col(f"tx_{w}").cum_sum().over("_term").alias(f"terminal_tx_count_{w}d")
                 for w in WINDOWS_DAYS
             ),
             *(
-                pl.col(f"fr_{w}").cum_sum().over("terminal_id").alias(f"terminal_fraud_count_{w}d")
+                pl.col(f"fr_{w}").cum_sum().over("_term").alias(f"terminal_fraud_count_{w}d")
                 for w in WINDOWS_DAYS
             ),
         )
@@ -308,16 +336,14 @@ def _terminal_counts(
 
 
 def _join_snapshots(frame: pl.LazyFrame, counts: pl.LazyFrame) -> pl.LazyFrame:
-    """Attach, to each (terminal_id, day) row, the running counts of the latest change at or
+    """Attach, to each (terminal code, day) row, the running counts of the latest change at or
     before that day, and the risk ratios."""
     import polars as pl
 
-    keys = frame.select("terminal_id", "day").unique()
-    snap = keys.sort("day").join_asof(
-        counts.sort("day"), on="day", by="terminal_id", strategy="backward"
-    )
+    keys = frame.select("_term", "day").unique()
+    snap = keys.sort("day").join_asof(counts.sort("day"), on="day", by="_term", strategy="backward")
     return (
-        frame.join(snap, on=["terminal_id", "day"], how="left")
+        frame.join(snap, on=["_term", "day"], how="left")
         .with_columns(pl.col(TERMINAL_COUNT_COLUMNS).fill_null(0.0))
         .with_columns(
             pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
@@ -335,10 +361,11 @@ def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) 
     import polars as pl
 
     lo, _ = _day_bounds(as_of)
+    history = _prepare(history)
     terminals = (
         history.lazy()
         .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < lo)
-        .select("terminal_id")
+        .select("terminal_id", "_term")
         .unique()
         .with_columns(day=pl.lit(as_of))
     )
@@ -364,6 +391,7 @@ def batch_features(
     lo, _ = _day_bounds(start)
     _, hi = _day_bounds(end or start)
     cats = available_categoricals(history.columns)
+    history = _prepare(history)
     hour = pl.col("ts").dt.hour()
     frame = (
         history.lazy()
@@ -377,6 +405,7 @@ def batch_features(
             .cast(pl.Float64)
             .alias("is_night"),
             *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
+            "_term",
             day=pl.col("ts").dt.date(),
         )
         .collect()
