@@ -10,18 +10,27 @@ from pathlib import Path
 import dagster as dg
 
 from fraud_assets import settings
-from fraud_assets.defs import jobs
+from fraud_assets.defs import automation, jobs
 from fraud_assets.defs.deployment import assets as deployment_assets
 from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
+from fraud_assets.defs.monitoring import assets as monitoring_assets
+from fraud_assets.defs.monitoring.sensors import drift_sensor
 from fraud_assets.defs.training import assets as training_assets
 from fraud_assets.defs.training import evaluation
 from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
 from fraud_assets.resources.mlflow import mlflow_resource
 from fraud_assets.resources.source import TransactionSourceResource
 
-ASSET_MODULES = [ingestion_assets, feature_assets, training_assets, evaluation, deployment_assets]
+ASSET_MODULES = [
+    ingestion_assets,
+    feature_assets,
+    training_assets,
+    evaluation,
+    deployment_assets,
+    monitoring_assets,
+]
 CHECK_MODULES = [ingestion_checks, evaluation, deployment_assets]
 
 
@@ -52,6 +61,8 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
     jobs=jobs.all_jobs(),
+    schedules=[automation.daily_pipeline_schedule, automation.daily_retraining_schedule],
+    sensors=[drift_sensor],
     resources=default_resources(),
     executor=dg.in_process_executor,
 )

@@ -28,6 +28,12 @@ features_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("transaction_features"),
     description="Features of one day from already-ingested days (days can run in parallel).",
 )
+daily_monitoring_job = dg.define_asset_job(
+    "daily_monitoring",
+    selection=FEATURES
+    | dg.AssetSelection.assets("feature_drift", "prediction_drift", "drift_report"),
+    description="One day: ingestion, gates, features, then drift against the champion.",
+)
 training_job = dg.define_asset_job(
     "training",
     selection=TRAINING,
@@ -40,4 +46,11 @@ training_job = dg.define_asset_job(
 def all_jobs() -> list:
     from fraud_assets.defs.training.evaluation import rollback_champion
 
-    return [daily_ingestion_job, daily_features_job, features_job, training_job, rollback_champion]
+    return [
+        daily_ingestion_job,
+        daily_features_job,
+        features_job,
+        daily_monitoring_job,
+        training_job,
+        rollback_champion,
+    ]

@@ -19,12 +19,17 @@ Definitions, for a transaction at time t on day D (UTC):
 from __future__ import annotations
 
 import bisect
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import polars as pl
+
+# join_asof with `by` cannot verify sortedness and warns at every collect; our inputs are
+# sorted by day within each terminal by construction.
+warnings.filterwarnings("ignore", message="Sortedness of columns cannot be checked")
 
 FEATURE_CODE_VERSION = "features-v1"  # bump when a definition changes (also hashed in MLflow)
 WINDOWS_DAYS = (1, 7, 30)
@@ -47,6 +52,8 @@ HISTORY_DAYS = max(WINDOWS_DAYS)
 AMOUNT_SCALE = 10_000
 
 TIME_FEATURES = ["hour", "is_weekend", "is_night"]
+# Drift monitoring skips calendar features: a Saturday is all weekend by design, not drift.
+DRIFT_FEATURES_EXCLUDED = tuple(TIME_FEATURES)
 CUSTOMER_FEATURES = [
     f"customer_{stat}_{w}d"
     for w in WINDOWS_DAYS

@@ -2,6 +2,7 @@
 model_evaluation (fraud metrics for challenger, champion and a logistic baseline)."""
 
 import json
+import tempfile
 from typing import Any
 
 import dagster as dg
@@ -111,6 +112,24 @@ def fraud_model(
         },
         "model_inputs.json",
     )
+    # Drift monitoring compares later days with the training data: freeze the bins now.
+    from fraud_assets.lib.metrics import freeze_bins, freeze_frame_bins
+    from fraud_assets.lib.modeling import predict_catboost
+
+    numeric = [f for f in features if f not in cats and f not in F.DRIFT_FEATURES_EXCLUDED]
+    bins = freeze_frame_bins(train, numeric=numeric, categorical=cats)
+    train_scores = predict_catboost(model, train, features)
+    mlf.log_dict(
+        {
+            "features": {k: b.to_dict() for k, b in bins.items()},
+            "score": freeze_bins(train_scores).to_dict(),
+        },
+        "reference_bins.json",
+    )
+    sample = train.select(features).sample(min(train.height, 50_000), seed=0)
+    with tempfile.TemporaryDirectory() as tmp:  # the reference of the Evidently drift report
+        sample.write_parquet(f"{tmp}/reference_sample.parquet")
+        mlflow.log_artifact(f"{tmp}/reference_sample.parquet")
     info = mlflow.catboost.log_model(model, name="model", registered_model_name=settings.MODEL_NAME)
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()

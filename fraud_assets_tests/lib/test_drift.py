@@ -1,0 +1,49 @@
+"""Drift detection on simulated data: silent for a month, loud on the first drifted day."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+import pytest
+
+from fraud_assets.lib import features as F
+from fraud_assets.lib.metrics import freeze_frame_bins, psi_table
+from fraud_assets.lib.simulation import DriftScenario, SimulationConfig, Simulator
+
+TRAIN_END = date(2026, 3, 31)
+DRIFT_DAY = TRAIN_END + timedelta(days=31)
+
+
+@pytest.fixture(scope="module")
+def daily_psi() -> dict[date, float]:
+    sim = Simulator(
+        SimulationConfig(seed=13, size=0.5, drift=(DriftScenario("covariate", DRIFT_DAY),))
+    )
+    first = TRAIN_END - timedelta(days=13)
+    days = [
+        first - timedelta(days=30) + timedelta(days=i) for i in range((DRIFT_DAY - first).days + 31)
+    ]
+    history = pl.concat([sim.transactions(d) for d in days])
+    labels = pl.concat([sim.labels(d) for d in days])
+    feats = F.batch_features(history, labels, first, DRIFT_DAY)
+    cats = F.available_categoricals(history.columns)
+    monitored = [c for c in F.NUMERIC_FEATURES if c not in F.DRIFT_FEATURES_EXCLUDED]
+    train = feats.filter(pl.col("ts").dt.date() <= TRAIN_END)
+    bins = freeze_frame_bins(train, numeric=monitored, categorical=cats)
+    out = {}
+    for day, part in feats.filter(pl.col("ts").dt.date() > TRAIN_END).group_by(
+        pl.col("ts").dt.date()
+    ):
+        out[day[0]] = float(psi_table(bins, part)["psi"].max())
+    return out
+
+
+def test_no_alert_on_thirty_undrifted_days(daily_psi: dict[date, float]) -> None:
+    before = {d: p for d, p in daily_psi.items() if d < DRIFT_DAY}
+    assert len(before) == 30
+    assert max(before.values()) < 0.25, before
+
+
+def test_the_first_drifted_day_alerts(daily_psi: dict[date, float]) -> None:
+    assert daily_psi[DRIFT_DAY] > 0.25
