@@ -98,20 +98,23 @@ def _quiet_warnings() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
-def _headline(instance, day: date) -> dict:
-    """The evaluation's numbers for `day`, read back from the instance."""
+def _latest_metadata(instance, asset: str, day: date) -> dict:
+    """The metadata of an asset partition's latest materialization, read from the instance."""
     import dagster as dg
 
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey("model_evaluation"), asset_partitions=[day.isoformat()]
-        ),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day.isoformat()]),
         limit=1,
     ).records
     if not records:
         return {}
     meta = records[0].asset_materialization.metadata
     return {k: v.value for k, v in meta.items()}
+
+
+def _headline(instance, day: date) -> dict:
+    """The evaluation's numbers for `day`."""
+    return _latest_metadata(instance, "model_evaluation", day)
 
 
 def print_headline(meta: dict) -> None:
@@ -164,6 +167,10 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     if failed:
         print("the training run failed (see the Dagster UI: `make ui`), e.g. the promotion gate")
         return 1
+    bento = _latest_metadata(instance, "fraud_bento", end)
+    if bento:
+        print(f"Bento: {bento.get('bento_tag')} (smoke-tested against offline scores)")
+        print(f"serve it: {bento.get('serve')} --port 3001")
     return 0
 
 

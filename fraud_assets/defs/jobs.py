@@ -10,7 +10,12 @@ from dagster_mlflow import end_mlflow_on_run_finished
 INGESTION = dg.AssetSelection.assets("raw_transactions", "fraud_labels")
 FEATURES = INGESTION | dg.AssetSelection.assets("transaction_features")
 TRAINING = dg.AssetSelection.assets(
-    "training_set", "fraud_model", "model_evaluation", "champion_model"
+    "training_set",
+    "fraud_model",
+    "model_evaluation",
+    "champion_model",
+    "online_feature_store",
+    "fraud_bento",
 )
 
 daily_ingestion_job = dg.define_asset_job(
