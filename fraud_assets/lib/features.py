@@ -250,107 +250,85 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     )
 
 
-def _terminal_counts(
-    history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
-) -> pl.LazyFrame:
-    """Per-terminal counts as of every day in `start` .. `end`, as change events.
+def _terminal_features(
+    history: pl.DataFrame, labels: pl.DataFrame, keys: pl.DataFrame
+) -> pl.DataFrame:
+    """TERMINAL_FEATURES for each (terminal code `_term`, as-of `day`) row of `keys`.
 
-    For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
-    of them whose fraud label was known before D 00:00 UTC. With difference arrays: a day's
-    transactions enter the count on day d+1 (the frauds on max(d, k)+1, k the day the label
-    became known) and leave it on day d+w+1. Returns (_term, day, running counts),
-    one row per day on which a count changes.
+    For as-of day D and window w: the terminal's transactions on days D-w .. D-1 (a rolling
+    sum over its daily counts) and those of them whose fraud label was known before D 00:00
+    UTC. A fraud on day d whose label became known on day k counts from day max(d, k)+1 to
+    day d+w (difference events, cumulated per terminal: frauds are few).
     """
     import polars as pl
 
-    end = end or start
-    lo, _ = _day_bounds(start)
-    _, hi = _day_bounds(end)
+    first, last = keys["day"].min(), keys["day"].max()
+    lo, _ = _day_bounds(first)
+    hi, _ = _day_bounds(last)
+    tx = (
+        history.lazy()
+        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi)
+        .select("transaction_id", "_term", d=pl.col("ts").dt.date())
+    )
+    daily = tx.group_by("_term", "d").agg(n=pl.len().cast(pl.Float64)).rename({"d": "day"})
+    grid = (
+        pl.concat([daily, keys.lazy().select("_term", "day", n=pl.lit(0.0))])
+        .group_by("_term", "day")
+        .agg(pl.col("n").sum())
+        .sort("_term", "day")
+        .with_columns(
+            pl.col("n")
+            .rolling_sum_by("day", f"{w}d", closed="left")
+            .over("_term")
+            .fill_null(0.0)
+            .alias(f"terminal_tx_count_{w}d")
+            for w in WINDOWS_DAYS
+        )
+    )
     known = (
         labels.lazy()
         .filter(pl.col("known_at") < hi, pl.col("is_fraud") == 1)
         .group_by("transaction_id")
         .agg(k=pl.col("known_at").min().dt.date())
     )
-    tx = (
-        history.lazy()
-        .filter(
-            pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < hi - timedelta(days=1)
-        )
-        .select("transaction_id", "_term", d=pl.col("ts").dt.date())
-    )
-    daily = tx.group_by("_term", "d").agg(n=pl.len().cast(pl.Float64))
     frauds = tx.join(known, on="transaction_id", how="inner").select(
         "_term", "d", enter=pl.max_horizontal("d", "k") + timedelta(days=1)
     )
-    zero = pl.lit(0.0)
-    parts = [
-        daily.select(
-            "_term",
-            day=pl.col("d") + timedelta(days=1),
-            **{f"tx_{w}": pl.col("n") for w in WINDOWS_DAYS},
-            **{f"fr_{w}": zero for w in WINDOWS_DAYS},
-        )
-    ]
+    events = []
     for w in WINDOWS_DAYS:
         leave = pl.col("d") + timedelta(days=w + 1)
-        vals = {f"tx_{v}": (-pl.col("n") if v == w else zero) for v in WINDOWS_DAYS}
-        parts.append(
-            daily.select("_term", day=leave, **vals, **{f"fr_{v}": zero for v in WINDOWS_DAYS})
-        )
-        inside = pl.col("enter") < leave
-        parts.append(
-            frauds.select(
-                "_term",
-                day=pl.col("enter"),
-                **{f"tx_{v}": zero for v in WINDOWS_DAYS},
-                **{
-                    f"fr_{v}": pl.when(inside).then(1.0).otherwise(0.0) if v == w else zero
-                    for v in WINDOWS_DAYS
-                },
-            )
-        )
-        parts.append(
-            frauds.select(
-                "_term",
-                day=leave,
-                **{f"tx_{v}": zero for v in WINDOWS_DAYS},
-                **{
-                    f"fr_{v}": pl.when(inside).then(-1.0).otherwise(0.0) if v == w else zero
-                    for v in WINDOWS_DAYS
-                },
-            )
-        )
-    value_cols = [f"{kind}_{w}" for kind in ("tx", "fr") for w in WINDOWS_DAYS]
-    return (
-        pl.concat(parts)
+        live = frauds.filter(pl.col("enter") < leave)
+        other = {f"fr_{v}": pl.lit(0.0) for v in WINDOWS_DAYS if v != w}
+        events += [
+            live.select("_term", day=pl.col("enter"), **{f"fr_{w}": pl.lit(1.0)}, **other),
+            live.select("_term", day=leave, **{f"fr_{w}": pl.lit(-1.0)}, **other),
+        ]
+    fr_cols = [f"fr_{w}" for w in WINDOWS_DAYS]
+    fraud_counts = (
+        pl.concat(events, how="diagonal")
         .group_by("_term", "day")
-        .agg(pl.col(value_cols).sum())
+        .agg(pl.col(fr_cols).sum())
         .sort("_term", "day")
         .select(
             "_term",
             "day",
-            *(
-                pl.col(f"tx_{w}").cum_sum().over("_term").alias(f"terminal_tx_count_{w}d")
-                for w in WINDOWS_DAYS
-            ),
             *(
                 pl.col(f"fr_{w}").cum_sum().over("_term").alias(f"terminal_fraud_count_{w}d")
                 for w in WINDOWS_DAYS
             ),
         )
     )
-
-
-def _join_snapshots(frame: pl.LazyFrame, counts: pl.LazyFrame) -> pl.LazyFrame:
-    """Attach, to each (terminal code, day) row, the running counts of the latest change at or
-    before that day, and the risk ratios."""
-    import polars as pl
-
-    keys = frame.select("_term", "day").unique()
-    snap = keys.sort("day").join_asof(counts.sort("day"), on="day", by="_term", strategy="backward")
+    # Only terminals that ever had a known fraud need the as-of lookup.
+    fraud_at = (
+        keys.lazy()
+        .join(frauds.select("_term").unique(), on="_term", how="semi")
+        .sort("day")
+        .join_asof(fraud_counts.sort("day"), on="day", by="_term", strategy="backward")
+    )
     return (
-        frame.join(snap, on=["_term", "day"], how="left")
+        keys.lazy()
+        .join(grid.drop("n"), on=["_term", "day"], how="left")
+        .join(fraud_at, on=["_term", "day"], how="left")
         .with_columns(pl.col(TERMINAL_COUNT_COLUMNS).fill_null(0.0))
         .with_columns(
             pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
@@ -359,6 +337,7 @@ def _join_snapshots(frame: pl.LazyFrame, counts: pl.LazyFrame) -> pl.LazyFrame:
             .alias(f"terminal_risk_{w}d")
             for w in WINDOWS_DAYS
         )
+        .collect()
     )
 
 
@@ -370,18 +349,16 @@ def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) 
     lo, _ = _day_bounds(as_of)
     history = _prepare(history)
     terminals = (
-        history.lazy()
-        .filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < lo)
+        history.filter(pl.col("ts") >= lo - timedelta(days=HISTORY_DAYS), pl.col("ts") < lo)
         .select("terminal_id", "_term")
         .unique()
         .with_columns(day=pl.lit(as_of))
     )
-    counts = _terminal_counts(history, labels, as_of)
     return (
-        _join_snapshots(terminals, counts)
+        _terminal_features(history, labels, terminals.select("_term", "day"))
+        .join(terminals.select("_term", "terminal_id"), on="_term")
         .select("terminal_id", *TERMINAL_FEATURES)
         .sort("terminal_id")
-        .collect()
     )
 
 
@@ -418,14 +395,13 @@ def batch_features(
         .collect()
     )
     # Each part is materialised once: one lazy plan would recompute shared inputs.
-    counts = _terminal_counts(history, labels, start, end).collect()
+    terminal = _terminal_features(history, labels, frame.select("_term", "day").unique())
     customer = customer_features(history, start, end)
-    frame = (
-        _join_snapshots(frame.lazy(), counts.lazy())
-        .collect()
-        .join(customer, on="transaction_id", how="left")
+    # `history` is in (ts, transaction_id) order (_prepare) and so is `frame`: keep it.
+    frame = frame.join(terminal, on=["_term", "day"], how="left", maintain_order="left").join(
+        customer, on="transaction_id", how="left", maintain_order="left"
     )
-    return frame.sort("ts", "transaction_id").select(*KEY_COLUMNS, *feature_columns(cats))
+    return frame.select(*KEY_COLUMNS, *feature_columns(cats))
 
 
 # --------------------------------------------------------------------------- online path
