@@ -198,7 +198,7 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
         .collect()
     )
     # Running max within a tie group: only rows that share their instant need work.
-    tied = base.filter(pl.col("tie_count") > 1).select(
+    tied = base.filter(pl.col("run_start").is_duplicated()).select(
         "row", tie_max=pl.col("amount").cum_max().over("run_start")
     )
     base = base.with_columns(tie_max=pl.col("amount")).update(tied, on="row")

@@ -87,6 +87,9 @@ def test_simultaneous_transactions_never_see_later_ones() -> None:
     assert _row(out, "a")["customer_tx_count_1d"] == 1  # "a" sorts first
     assert _row(out, "b")["customer_tx_count_1d"] == 2
     assert _row(out, "b")["customer_small_online_count_1h"] == 2
+    # "a" (2.0) came first at the same instant: "b" sees it in its max.
+    assert _row(out, "b")["customer_amount_max_1d"] == 2.0
+    assert _row(out, "a")["customer_amount_max_1d"] == 2.0
 
 
 def test_velocity_counts_small_online_amounts_in_the_last_hour() -> None:

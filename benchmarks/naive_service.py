@@ -1,0 +1,39 @@
+"""Naive baseline for ``bench_serving.py``: the minimal BentoML service a tutorial gives.
+
+One worker, one sync API with typed parameters (BentoML validates the JSON body with the
+pydantic model it derives from the signature), default telemetry (tracing, access log). The
+client sends the precomputed feature vector in the request: no online features, no logging.
+The only deviation from the tutorial: CatBoost scores the row on the calling thread
+(``thread_count=1``, as our service does) so the baseline is not handicapped by CatBoost's
+default thread pool, which costs more CPU than one row of tree evaluation.
+
+Start it from the repo root (the champion model of the bundle in ``FRAUD_BUNDLE``)::
+
+    FRAUD_BUNDLE=path/to/bundle bentoml serve benchmarks.naive_service:NaiveScoring
+
+Request: ``POST /score {"features": [...]}`` in the bundle's feature order (categoricals as
+strings); answer ``{"fraud_probability": p}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import bentoml
+from catboost import CatBoostClassifier
+
+
+@bentoml.service(name="naive_scoring", workers=1)
+class NaiveScoring:
+    def __init__(self) -> None:
+        bundle = Path(os.environ["FRAUD_BUNDLE"])
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        self.model = CatBoostClassifier()
+        self.model.load_model(str(bundle / manifest["variants"]["champion"]["model_file"]))
+
+    @bentoml.api
+    def score(self, features: list[float | str]) -> dict[str, float]:
+        probability = self.model.predict_proba([features], thread_count=1)[0, 1]
+        return {"fraud_probability": float(probability)}
