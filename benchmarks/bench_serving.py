@@ -13,13 +13,14 @@ Run: .venv/bin/python benchmarks/bench_serving.py [--size 0.5] [--seconds 10]
    online and every prediction is logged.
 
 Each server runs alone under ``bentoml serve`` on a free 127.0.0.1 port; this process is the
-client (asyncio + aiohttp, keep-alive connections, request bodies serialized beforehand):
+client (asyncio on uvloop + aiohttp, keep-alive connections, bodies serialized beforehand):
 - open loop at fixed offered rates: send times are scheduled at fixed intervals and latency
   is measured from the scheduled time, so queueing (server or client) shows up;
-- saturation: N concurrent closed-loop clients, completed requests per second, and the server
-  process tree's CPU time (psutil, arbiter + workers) per request over that phase;
+- saturation: N concurrent closed-loop clients, completed requests per second;
 - ours only: /score_batch throughput, transactions per second.
-Client and servers share the machine's cores, which the output says.
+Every phase meters CPU: the server process tree (psutil: arbiter + workers), this client
+process, and the rest of the machine (other processes, interrupts). Client and servers share
+the machine's cores; the output says how many and how busy the rest of the machine was.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import cycle, islice
@@ -57,7 +59,7 @@ RATES = (50, 200, 400)
 WARMUP_REQUESTS = 300
 WARMUP_BATCHES = 2
 MAX_SATURATION_REQUESTS = 40_000  # count bound of the closed loop (besides its time bound)
-MAX_BATCHES = 100  # count bound of the batch phase
+MAX_BATCHES = 100  # count bound of the batch phase (besides its time bound)
 REQUEST_TIMEOUT = 10.0  # seconds; every request is bounded
 OPEN_LOOP_CONNECTIONS = 64
 GOAL_RATIO = 1.0
@@ -112,8 +114,39 @@ def tree_cpu_seconds(server: Server) -> float:
     return total
 
 
-def describe_tree(server: Server) -> str:
-    return f"process tree: arbiter + {len(server.pids()) - 1} child process(es)"
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far (all cores, idle and iowait excluded)."""
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq
+
+
+@dataclass
+class Cpu:
+    """CPU seconds of one phase: server tree, this client process, everything else."""
+
+    wall: float = 0.0
+    server: float = 0.0
+    client: float = 0.0
+    others: float = 0.0
+
+
+class CpuMeter:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.start = (
+            time.perf_counter(),
+            tree_cpu_seconds(server),
+            time.process_time(),
+            machine_busy_seconds(),
+        )
+
+    def stop(self) -> Cpu:
+        wall0, server0, client0, busy0 = self.start
+        wall = time.perf_counter() - wall0
+        server = tree_cpu_seconds(self.server) - server0
+        client = time.process_time() - client0
+        busy = machine_busy_seconds() - busy0
+        return Cpu(wall, server, client, max(0.0, busy - server - client))
 
 
 # --------------------------------------------------------------------------------- data
@@ -140,16 +173,24 @@ def transactions(world: World, size: float, needed: int) -> list[dict[str, Any]]
 @dataclass
 class Outcome:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
-    lags: list[float] = field(default_factory=list)  # open loop: send time - scheduled time
+    lags: list[float] = field(default_factory=list)  # open loop: send start - scheduled time
     errors: Counter[str] = field(default_factory=Counter)
-    items: int = 0  # transactions scored (batches count their rows)
+    rows_per_request: int = 1
     elapsed: float = 0.0
-    server_cpu: float = 0.0
-    client_cpu: float = 0.0
+    cpu: Cpu = field(default_factory=Cpu)
 
     @property
     def ok(self) -> int:
         return len(self.latencies)
+
+    @property
+    def items(self) -> int:
+        """Transactions scored (a batch counts its rows)."""
+        return self.ok * self.rows_per_request
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.elapsed if self.elapsed else 0.0
 
     @property
     def error_count(self) -> int:
@@ -158,12 +199,24 @@ class Outcome:
     def error_text(self) -> str:
         return ", ".join(f"{k} x{v}" for k, v in self.errors.most_common(3)) or "none"
 
+    def server_cpu_per_item(self) -> float:
+        return self.cpu.server / max(self.items, 1)
+
+    def cpu_text(self) -> str:
+        w = max(self.cpu.wall, 1e-9)
+        return (
+            f"CPU (cores): server {self.cpu.server / w:.2f}, client {self.cpu.client / w:.2f}, "
+            f"rest of machine {self.cpu.others / w:.2f}"
+        )
+
 
 class Client:
     def __init__(self, base_url: str, connections: int) -> None:
         self.session = aiohttp.ClientSession(
             base_url,
-            connector=aiohttp.TCPConnector(limit=connections, force_close=False),
+            # Idle connections are dropped before uvicorn's 5 s keep-alive closes them, so a
+            # request never races the server closing its connection.
+            connector=aiohttp.TCPConnector(limit=connections, keepalive_timeout=2.0),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
         )
 
@@ -178,7 +231,7 @@ class Client:
                     return True
                 errors[f"HTTP {resp.status}: {payload[:80]!r}"] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:
-            errors[type(exc).__name__] += 1
+            errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
         return False
 
 
@@ -209,7 +262,6 @@ async def open_loop(
         task.cancel()
         out.errors["unfinished"] += 1
     out.elapsed = perf() - start
-    out.items = out.ok
     return out
 
 
@@ -220,11 +272,10 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     max_requests: int,
-    server: Server | None = None,
     rows_per_request: int = 1,
 ) -> Outcome:
     """``concurrency`` clients back to back until ``seconds`` or ``max_requests`` ran out."""
-    out = Outcome()
+    out = Outcome(rows_per_request=rows_per_request)
     perf = time.perf_counter
     issued = 0
 
@@ -239,14 +290,16 @@ async def closed_loop(
             if await client.post(path, body, out.errors):
                 out.latencies.append(perf() - t)
 
-    cpu0 = tree_cpu_seconds(server) if server else 0.0
-    client0 = time.process_time()
     start = perf()
     await asyncio.gather(*(worker(start + seconds) for _ in range(concurrency)))
     out.elapsed = perf() - start
-    out.client_cpu = time.process_time() - client0
-    out.server_cpu = (tree_cpu_seconds(server) - cpu0) if server else 0.0
-    out.items = out.ok * rows_per_request
+    return out
+
+
+async def metered(server: Server, phase: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    meter = CpuMeter(server)
+    out = await phase()
+    out.cpu = meter.stop()
     return out
 
 
@@ -264,61 +317,60 @@ async def drive(
     args: argparse.Namespace,
     label: str,
 ) -> ServiceResult:
+    """Warm-up, the open-loop rates, saturation, and (ours) the batch endpoint."""
     result = ServiceResult()
     client = Client(server.url, max(OPEN_LOOP_CONNECTIONS, args.clients))
     try:
-        warm = await closed_loop(client, "/score", singles, 4, 30.0, WARMUP_REQUESTS, server=None)
+        warm = await closed_loop(client, "/score", singles, 4, 30.0, WARMUP_REQUESTS)
         if warm.error_count:
             raise RuntimeError(f"{label}: warm-up errors: {warm.error_text()}")
         for rate in RATES:
-            out = await open_loop(client, "/score", singles, rate, args.seconds)
+            out = await metered(
+                server, lambda r=rate: open_loop(client, "/score", singles, r, args.seconds)
+            )
             result.open[rate] = out
             log(
-                f"  {label:5} open loop {rate:4} req/s: p50/p95/p99 "
+                f"  {label:5} open loop {rate:3} req/s: p50/p95/p99 "
                 f"{fmt_pct(percentiles(out.latencies))}, {out.ok} ok, errors: "
-                f"{out.error_text()}; client send lag p99 "
-                f"{percentiles(out.lags)[2]:.2f} ms"
+                f"{out.error_text()}; client send lag p99 {percentiles(out.lags)[2]:.2f} ms; "
+                f"server CPU {out.server_cpu_per_item() * 1e3:.2f} ms/req; {out.cpu_text()}"
             )
-        out = await closed_loop(
-            client,
-            "/score",
-            singles,
-            args.clients,
-            args.seconds,
-            MAX_SATURATION_REQUESTS,
-            server=server,
+        out = await metered(
+            server,
+            lambda: closed_loop(
+                client, "/score", singles, args.clients, args.seconds, MAX_SATURATION_REQUESTS
+            ),
         )
         result.saturation = out
         p50, _, p99 = percentiles(out.latencies)
         log(
-            f"  {label:5} saturation ({args.clients} clients): {out.ok / out.elapsed:,.0f} req/s"
-            f" over {out.elapsed:.1f} s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors: "
-            f"{out.error_text()}, server CPU {out.server_cpu / max(out.ok, 1) * 1e3:.3f} ms/req, "
-            f"client CPU {out.client_cpu / out.elapsed:.0%} of a core"
+            f"  {label:5} saturation ({args.clients} clients): {out.rate:,.0f} req/s over "
+            f"{out.elapsed:.1f} s, p50 {p50:.2f} ms, p99 {p99:.2f} ms, errors: "
+            f"{out.error_text()}; server CPU {out.server_cpu_per_item() * 1e3:.2f} ms/req; "
+            f"{out.cpu_text()}"
         )
         if batches is not None:
-            warm = await closed_loop(
-                client, "/score_batch", batches, 1, 30.0, WARMUP_BATCHES, server=None
-            )
+            warm = await closed_loop(client, "/score_batch", batches, 1, 30.0, WARMUP_BATCHES)
             if warm.error_count:
                 raise RuntimeError(f"{label}: batch warm-up errors: {warm.error_text()}")
-            out = await closed_loop(
-                client,
-                "/score_batch",
-                batches,
-                args.batch_clients,
-                args.batch_seconds,
-                MAX_BATCHES,
-                server=server,
-                rows_per_request=args.batch_size,
+            out = await metered(
+                server,
+                lambda: closed_loop(
+                    client,
+                    "/score_batch",
+                    batches,
+                    args.batch_clients,
+                    args.batch_seconds,
+                    MAX_BATCHES,
+                    rows_per_request=args.batch_size,
+                ),
             )
             result.batch = out
             log(
-                f"  {label:5} /score_batch ({args.batch_size}/batch, {args.batch_clients} "
-                f"in flight): {out.items / out.elapsed:,.0f} tx/s over {out.elapsed:.1f} s, "
-                f"batch p50 {percentiles(out.latencies)[0]:.1f} ms, errors: "
-                f"{out.error_text()}, server CPU "
-                f"{out.server_cpu / max(out.items, 1) * 1e6:.0f} us/tx"
+                f"  {label:5} /score_batch ({args.batch_size}/batch, {args.batch_clients} in "
+                f"flight): {out.rate:,.0f} tx/s over {out.elapsed:.1f} s, batch p50 "
+                f"{percentiles(out.latencies)[0]:.1f} ms, errors: {out.error_text()}; server "
+                f"CPU {out.server_cpu_per_item() * 1e6:.0f} us/tx; {out.cpu_text()}"
             )
     finally:
         await client.close()
@@ -357,30 +409,26 @@ def floor(bundle: Path, rows: list[list[Any]], calls: int) -> tuple[float, float
 # ------------------------------------------------------------------------------- report
 
 
-def cell_open(out: Outcome | None) -> str:
-    if out is None:
-        return "-"
-    return f"{fmt_pct(percentiles(out.latencies))} ({out.error_count} err)"
-
-
 def report(
     args: argparse.Namespace,
     floor_p: tuple[float, float, float],
     naive: ServiceResult,
     ours: ServiceResult,
 ) -> None:
-    width = (36, 20, 30, 30)
+    width = (38, 20, 36, 36)
 
     def line(*cells: str) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(cells, width, strict=True)).rstrip()
 
-    def sat(res: ServiceResult) -> Outcome:
-        assert res.saturation is not None
-        return res.saturation
+    def per_service(fn: Callable[[Outcome], str], pick: Callable[[ServiceResult], Any]) -> list:
+        return [fn(o) if (o := pick(r)) is not None else "-" for r in (naive, ours)]
 
-    n_sat, o_sat = sat(naive), sat(ours)
-    naive_rps = n_sat.ok / n_sat.elapsed
-    ours_rps = o_sat.ok / o_sat.elapsed
+    def latency(o: Outcome) -> str:
+        return f"{fmt_pct(percentiles(o.latencies))} ({o.error_count} err)"
+
+    def others(o: Outcome) -> str:
+        return f"{o.cpu.others / max(o.cpu.wall, 1e-9):.2f} cores"
+
     rows = [
         line("", "floor (in-process)", "naive BentoML", "ours (FraudScoring)"),
         line("one-row predict_proba p50/p95/p99", fmt_pct(floor_p), "-", "-"),
@@ -390,49 +438,47 @@ def report(
             line(
                 f"open loop {rate:3} req/s p50/p95/p99",
                 "-",
-                cell_open(naive.open.get(rate)),
-                cell_open(ours.open.get(rate)),
+                *per_service(latency, lambda r, rate=rate: r.open.get(rate)),
             )
         )
-    rows += [
-        line(
-            f"saturation ({args.clients} clients, closed loop)",
-            "-",
-            f"{naive_rps:,.0f} req/s ({n_sat.error_count} err)",
-            f"{ours_rps:,.0f} req/s ({o_sat.error_count} err)",
-        ),
-        line(
-            "server CPU per request (saturation)",
-            "-",
-            f"{n_sat.server_cpu / max(n_sat.ok, 1) * 1e3:.3f} ms",
-            f"{o_sat.server_cpu / max(o_sat.ok, 1) * 1e3:.3f} ms",
-        ),
-        line(
-            "client CPU during saturation",
-            "-",
-            f"{n_sat.client_cpu / n_sat.elapsed:.0%} of a core",
-            f"{o_sat.client_cpu / o_sat.elapsed:.0%} of a core",
-        ),
+    sat = [
+        ("saturation throughput", lambda o: f"{o.rate:,.0f} req/s ({o.error_count} err)"),
+        ("  server CPU per request", lambda o: f"{o.server_cpu_per_item() * 1e3:.2f} ms"),
+        ("  client CPU", lambda o: f"{o.cpu.client / max(o.cpu.wall, 1e-9):.2f} cores"),
+        ("  rest of machine CPU", others),
     ]
+    for title, fn in sat:
+        rows.append(line(f"{title} ({args.clients} clients)", "-", *per_service(fn, _sat)))
     batch = ours.batch
-    batch_tps = batch.items / batch.elapsed if batch and batch.elapsed else 0.0
     if batch is not None:
         rows.append(
             line(
                 f"/score_batch ({args.batch_size}/batch) throughput",
                 "-",
                 "-",
-                f"{batch_tps:,.0f} tx/s ({batch.error_count} err)",
+                f"{batch.rate:,.0f} tx/s ({batch.error_count} err)",
             )
         )
+        rows.append(
+            line(
+                "  server CPU per transaction",
+                "-",
+                "-",
+                f"{batch.server_cpu_per_item() * 1e6:.0f} us",
+            )
+        )
+    n_sat, o_sat = _sat(naive), _sat(ours)
+    ratio = o_sat.rate / n_sat.rate if n_sat and o_sat and n_sat.rate else float("nan")
     p95_200 = percentiles(ours.open[200].latencies)[1] if 200 in ours.open else float("nan")
-    ratio = ours_rps / naive_rps if naive_rps else float("nan")
+    batch_tps = batch.rate if batch else 0.0
+    phases = [o for r in (naive, ours) for o in (*r.open.values(), r.saturation, r.batch) if o]
     lag = max(percentiles(o.lags)[2] for r in (naive, ours) for o in r.open.values())
+    busiest = max(o.cpu.others / max(o.cpu.wall, 1e-9) for o in phases)
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
-    log("\n" + "=" * 100)
+    log("\n" + "=" * 110)
     log("\n".join(rows))
     log("")
     log(
@@ -448,10 +494,19 @@ def report(
         f"(goal >= {GOAL_BATCH_TPS:,}: {verdict(batch_tps >= GOAL_BATCH_TPS)})"
     )
     log(
-        f"note: client (this process, asyncio + aiohttp) and server share {os.cpu_count()} CPU "
-        f"cores; latencies are measured from the scheduled send time and include the client's "
-        f"timer lag (p99 at most {lag:.2f} ms over the open-loop phases)."
+        f"note: the client (this process: asyncio + aiohttp) and the server share the machine's "
+        f"{psutil.cpu_count()} CPU cores. Latencies run from the scheduled send time, so they "
+        f"include the client's timer lag (open-loop send lag p99 at most {lag:.2f} ms)."
     )
+    if busiest > 0.25:
+        log(
+            f"WARNING: other work on the machine used up to {busiest:.2f} cores during a phase "
+            f"(see 'rest of machine'): the figures are pessimistic; rerun on a quiet machine."
+        )
+
+
+def _sat(result: ServiceResult) -> Outcome | None:
+    return result.saturation
 
 
 # --------------------------------------------------------------------------------- main
@@ -491,10 +546,16 @@ def main() -> None:
     )
     vectors = [list(r) for r in world.day_features.select(world.features).iter_rows()]
     naive_bodies = cycle([dumps({"features": v}) for v in vectors])
+    n_txs = len(txs)
+    del txs, batch_txs
+    # Long-lived objects out of the collector's way: a full collection over them would pause
+    # the client's event loop mid-phase (and show up as latency).
+    gc.collect()
+    gc.freeze()
     log(
-        f"  {len(txs):,} transactions ready: the store day {world.last_day} ({store_day:,}), "
-        f"then the days after it; {len(vectors):,} precomputed feature vectors for the naive "
-        f"service"
+        f"  {n_txs:,} transactions ready (in time order): the store day {world.last_day} "
+        f"({store_day:,}), then the days after it; {len(vectors):,} precomputed feature "
+        f"vectors for the naive service"
     )
 
     servers: list[Server] = []
@@ -502,34 +563,34 @@ def main() -> None:
         root = Path(tmp)
         try:
             bundle = write_world_bundle(world, root / "bundle")
-            manifest = read_manifest(bundle)
-            log(f"bundle written; traffic {manifest['traffic']}")
+            log(f"bundle written; traffic {read_manifest(bundle)['traffic']}")
             floor_p = floor(bundle, vectors, args.floor_calls)
             log(f"floor: one-row predict_proba p50/p95/p99 {fmt_pct(floor_p)}")
 
             naive_server = NaiveServer(bundle, root / "naive_state", root / "naive_home", None)
             servers.append(naive_server)
             naive_server.start()
-            log(f"naive service up on {naive_server.url} ({describe_tree(naive_server)})")
+            log(f"naive service up on {naive_server.url} ({len(naive_server.pids())} processes)")
             naive = run_async(drive(naive_server, naive_bodies, None, args, "naive"))
             naive_server.stop()
 
             server = Server(bundle, root / "state", root / "home", None)
             servers.append(server)
             server.start()
-            log(f"our service up on {server.url} ({describe_tree(server)})")
+            log(f"our service up on {server.url} ({len(server.pids())} processes)")
             ours = run_async(drive(server, singles, batches, args, "ours"))
             info = httpx.get(f"{server.url}/models", timeout=REQUEST_TIMEOUT).json()
-            sent_ok = (
+            answered = (
                 WARMUP_REQUESTS
                 + sum(o.ok for o in ours.open.values())
                 + (ours.saturation.ok if ours.saturation else 0)
-                + (WARMUP_BATCHES + (ours.batch.ok if ours.batch else 0)) * args.batch_size
+                + WARMUP_BATCHES * args.batch_size
+                + (ours.batch.items if ours.batch else 0)
             )
             log(
-                f"our service: {info.get('predictions_logged')} predictions logged for "
-                f"{sent_ok} transactions answered 200, replayed {info.get('replayed_requests')}"
-                f", store {info.get('store')}"
+                f"our service after the run: {info['predictions_logged']:,} predictions logged "
+                f"for {answered:,} transactions answered 200; replayed "
+                f"{info['replayed_requests']}; store {info['store']}"
             )
             server.stop()
             report(args, floor_p, naive, ours)
