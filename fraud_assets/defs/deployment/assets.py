@@ -15,7 +15,7 @@ import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
-from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib import features as F
 
 SERVICE_FILES = [
@@ -27,20 +27,14 @@ SERVICE_FILES = [
 ]
 
 
-def _window(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(
-        start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True
-    )
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
     group_name="deployment",
     code_version=F.FEATURE_CODE_VERSION,
     ins={
-        "raw_transactions": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, 0)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
     },
     description="Online feature state after the day: customer histories (replayed through the "
     "online path) and terminal snapshots as of the next day. Seeds the service.",

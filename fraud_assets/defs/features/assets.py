@@ -7,7 +7,7 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.common import check_results, concat_labels, concat_partitions
-from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib import features as F
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
 from fraud_assets.lib.training import SplitConfig, build_training_set
@@ -15,14 +15,6 @@ from fraud_assets.lib.versioning import code_version, data_version
 
 FEATURES_CODE_VERSION = f"{F.FEATURE_CODE_VERSION}-{code_version(F)}"
 SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS)
-
-
-def _window(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping:
-    return dg.TimeWindowPartitionMapping(
-        start_offset=start_offset,
-        end_offset=end_offset,
-        allow_nonexistent_upstream_partitions=True,  # days before the first partition
-    )
 
 
 @dg.asset(
@@ -33,8 +25,8 @@ def _window(start_offset: int, end_offset: int) -> dg.TimeWindowPartitionMapping
     kinds={"polars", "parquet"},
     ins={
         # Customer windows reach 30 days back; terminal risk uses labels known before the day.
-        "raw_transactions": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=_window(-F.HISTORY_DAYS, -1)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, -1)),
     },
     check_specs=[
         dg.AssetCheckSpec(name, asset="transaction_features", blocking=True, description=desc)
@@ -80,9 +72,9 @@ def transaction_features(
     code_version="training-set-v1",
     kinds={"polars"},
     ins={
-        "transaction_features": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
-        "raw_transactions": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=_window(-(SPLIT.total_days - 1), 0)),
+        "transaction_features": dg.AssetIn(partition_mapping=window(-(SPLIT.total_days - 1), 0)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-(SPLIT.total_days - 1), 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-(SPLIT.total_days - 1), 0)),
     },
     description=f"Time split as of the day: {SPLIT.train_days} train days (last "
     f"{int(SPLIT.validation_share * 100)}% for early stopping), a {SPLIT.delay_days}-day gap "
