@@ -135,7 +135,9 @@ def _prepare(history: pl.DataFrame) -> pl.DataFrame:
     )
     if not in_order:
         history = history.sort("ts", "transaction_id")
-    return history.with_columns(_cust=_codes("customer_id"), _term=_codes("terminal_id"))
+    return history.with_columns(
+        _cust=_codes("customer_id"), _term=_codes("terminal_id")
+    ).with_row_index("_row")
 
 
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
@@ -162,6 +164,7 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
             "transaction_id",
             "ts",
             "amount",
+            "_row",
             cust="_cust",
             units=(pl.col("amount") * AMOUNT_SCALE).round(0, mode="half_to_even").cast(pl.Int64),
             small=(
@@ -203,23 +206,33 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     )
     base = base.with_columns(tie_max=pl.col("amount")).update(tied, on="row")
 
-    def open_window(span: timedelta, aggs: list[pl.Expr]) -> pl.DataFrame:
-        # One output row per input row, in input order (base is sorted by cust, ts).
-        win = base.rolling(index_column="ts", period=span, closed="none", group_by="cust").agg(aggs)
+    def open_window(span: timedelta, aggs: list[pl.Expr]) -> pl.LazyFrame:
+        return (
+            base.lazy()
+            .rolling(index_column="ts", period=span, closed="none", group_by="cust")
+            .agg(aggs)
+        )
+
+    day_aggs = [
+        pl.len().alias("n"),
+        pl.col("units").sum().alias("u"),
+        pl.col("amount").max().alias("m"),
+    ]
+    # The four rolling passes are independent: let Polars run them side by side.
+    wins = pl.collect_all(
+        [open_window(timedelta(days=w), day_aggs) for w in WINDOWS_DAYS]
+        + [
+            open_window(
+                timedelta(seconds=VELOCITY_SECONDS),
+                [pl.len().alias("n"), pl.col("small").sum().alias("s")],
+            )
+        ]
+    )
+    for win in wins:  # one output row per input row, in input order (sorted by cust, ts)
         if not (win["cust"].equals(base["cust"]) and win["ts"].equals(base["ts"])):
             raise AssertionError("rolling output order differs from its input")  # never silent
-        return win
-
     cols: list[pl.Series] = []
-    for w in WINDOWS_DAYS:
-        win = open_window(
-            timedelta(days=w),
-            [
-                pl.len().alias("n"),
-                pl.col("units").sum().alias("u"),
-                pl.col("amount").max().alias("m"),
-            ],
-        )
+    for w, win in zip(WINDOWS_DAYS, wins, strict=False):
         count = win["n"].cast(pl.Float64) + base["tie_count"]
         units = win["u"] + base["tie_units"]
         cols += [
@@ -230,17 +243,15 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
             .to_series()
             .alias(f"customer_amount_max_{w}d"),
         ]
-    win = open_window(
-        timedelta(seconds=VELOCITY_SECONDS),
-        [pl.len().alias("n"), pl.col("small").sum().alias("s")],
-    )
+    win = wins[-1]
     cols += [
         (win["n"].cast(pl.Float64) + base["tie_count"]).alias("customer_tx_count_1h"),
         (win["s"] + base["tie_small"]).cast(pl.Float64).alias("customer_small_online_count_1h"),
     ]
-    out = base.select("transaction_id", "ts", "amount").with_columns(cols)
+    out = base.select("transaction_id", "ts", "amount", "_row").with_columns(cols)
     return (
         out.filter(pl.col("ts") >= lo)
+        .sort("_row")  # back to (ts, transaction_id) order
         .with_columns(
             amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)
             .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
@@ -397,9 +408,11 @@ def batch_features(
     # Each part is materialised once: one lazy plan would recompute shared inputs.
     terminal = _terminal_features(history, labels, frame.select("_term", "day").unique())
     customer = customer_features(history, start, end)
-    # `history` is in (ts, transaction_id) order (_prepare) and so is `frame`: keep it.
-    frame = frame.join(terminal, on=["_term", "day"], how="left", maintain_order="left").join(
-        customer, on="transaction_id", how="left", maintain_order="left"
+    # `frame` and `customer` hold the same rows in the same (ts, transaction_id) order.
+    if not frame["transaction_id"].equals(customer["transaction_id"]):
+        raise AssertionError("customer features out of row order")  # never silent
+    frame = frame.join(terminal, on=["_term", "day"], how="left", maintain_order="left").hstack(
+        customer.select(CUSTOMER_FEATURES).get_columns()
     )
     return frame.select(*KEY_COLUMNS, *feature_columns(cats))
 
