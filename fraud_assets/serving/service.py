@@ -174,14 +174,20 @@ class FraudScoring:
         if not hmac.compare_digest(key.encode(), self.admin_key.encode()):
             raise RequestError(401, "unauthorized", "x-api-key", "missing or wrong admin key")
 
-    @bentoml.api(route="/admin/reload", input_spec=raw_json_input(None), output_spec=dict)
-    async def admin_reload(self, request: Request, /) -> JSONResponse:
-        """Re-read the bundle folder and swap it in; requests in flight finish on the old."""
+    async def _admin_request(self, request: Request) -> JSONResponse | None:
+        """The error response for an unauthorised or malformed admin call, else None."""
         try:
             self._authorize(request)
             parse_optional(EmptyRequest, await request.body())
         except RequestError as error:
             return error_response(error)
+        return None
+
+    @bentoml.api(route="/admin/reload", input_spec=raw_json_input(None), output_spec=dict)
+    async def admin_reload(self, request: Request, /) -> JSONResponse:
+        """Re-read the bundle folder and swap it in; requests in flight finish on the old."""
+        if (refused := await self._admin_request(request)) is not None:
+            return refused
         async with self._admin_lock:
             try:
                 await anyio.to_thread.run_sync(self.scorer.reload)
@@ -196,11 +202,8 @@ class FraudScoring:
     @bentoml.api(route="/admin/rollback", input_spec=raw_json_input(None), output_spec=dict)
     async def admin_rollback(self, request: Request, /) -> JSONResponse:
         """Swap back to the deployment loaded before the last reload (kept in memory)."""
-        try:
-            self._authorize(request)
-            parse_optional(EmptyRequest, await request.body())
-        except RequestError as error:
-            return error_response(error)
+        if (refused := await self._admin_request(request)) is not None:
+            return refused
         async with self._admin_lock:
             try:
                 self.scorer.rollback()
