@@ -36,6 +36,9 @@ MLFLOW_ARTIFACT_ROOT = _env("FRAUD_MLFLOW_ARTIFACT_ROOT", str(Path(MLFLOW_DIR) /
 MLFLOW_EXPERIMENT = _env("FRAUD_MLFLOW_EXPERIMENT", "fraud_assets")
 MODEL_NAME = _env("FRAUD_MODEL_NAME", "fraud_model")
 BENTOML_HOME = _path("BENTOML_HOME", ".bentoml")
+# The scoring service's prediction and feedback logs (what `bentoml serve` writes, run from
+# the repo root): monitoring reads them.
+SERVING_STATE = _path("FRAUD_SERVING_STATE", "serving_state")
 
 # Partitions: the first day the pipeline knows about.
 PARTITIONS_START = _env("FRAUD_PARTITIONS_START", "2026-01-01")
@@ -72,6 +75,18 @@ TEST_DAYS = int(_env("FRAUD_TEST_DAYS", "14"))
 # Promotion gate.
 PROMOTION_MIN_AP = float(_env("FRAUD_PROMOTION_MIN_AP", "0.3"))
 PROMOTION_MARGIN = float(_env("FRAUD_PROMOTION_MARGIN", "0.0"))
+
+# Automation: when the daily schedules fire (cron, UTC; each targets the previous day) and
+# when live performance alone triggers retraining (AP of the champion on labelled traffic).
+DAILY_PIPELINE_CRON = _env("FRAUD_DAILY_PIPELINE_CRON", "0 1 * * *")
+RETRAINING_CRON = _env("FRAUD_RETRAINING_CRON", "0 3 * * *")
+LIVE_AP_FLOOR = float(_env("FRAUD_LIVE_AP_FLOOR", "0.2"))
+LIVE_MIN_LABELLED = int(_env("FRAUD_LIVE_MIN_LABELLED", "500"))
+
+# Serving variants packaged into the Bento: the challenger joins when its share is > 0 or
+# the mode is "shadow" (it scores every request, the champion answers).
+CHALLENGER_SHARE = float(_env("FRAUD_CHALLENGER_SHARE", "0.0"))
+TRAFFIC_MODE = _env("FRAUD_TRAFFIC_MODE", "split")
 
 # CLI runs: processes running partitions side by side (independent partitions).
 CLI_WORKERS = int(_env("FRAUD_CLI_WORKERS", "2"))

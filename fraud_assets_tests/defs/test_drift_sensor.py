@@ -52,3 +52,45 @@ def test_drift_sensor_sees_every_partition_once_and_respects_failed_checks(
     # A calm day later in time triggers nothing.
     _drift(instance, "feature_drift", CALM, 0.10)
     assert _tick(instance, again.cursor).run_requests == []
+
+
+def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, instance) -> None:
+    from fraud_assets import settings
+
+    assert materialize_day(build_defs(tmp_path / "a"), instance, GOOD).success
+
+    def live(ap: float, labelled: int) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key="live_performance",
+                partition=GOOD,
+                metadata={"live_ap_champion": ap, "n_labelled": labelled},
+            )
+        )
+
+    floor, enough = settings.LIVE_AP_FLOOR, settings.LIVE_MIN_LABELLED
+    live(floor / 2, enough - 1)  # too few labels to judge
+    live(floor + 0.1, enough)  # healthy
+    first = _tick(instance, None)
+    assert first.run_requests == []
+    live(floor / 2, enough)
+    second = _tick(instance, first.cursor)
+    assert [(r.run_key, r.tags["trigger"]) for r in second.run_requests] == [
+        (f"live-ap-{GOOD}", "live_performance")
+    ]
+    assert _tick(instance, second.cursor).run_requests == []
+
+
+def test_schedules_target_the_previous_day_once() -> None:
+    from datetime import datetime
+
+    from fraud_assets.defs.automation import daily_pipeline_schedule, daily_retraining_schedule
+
+    tick = datetime(2026, 3, 5, 1, 0)
+    for schedule, prefix in (
+        (daily_pipeline_schedule, "daily"),
+        (daily_retraining_schedule, "retrain"),
+    ):
+        request = schedule(dg.build_schedule_context(scheduled_execution_time=tick))
+        assert request.partition_key == "2026-03-04"
+        assert request.run_key == f"{prefix}-2026-03-04"

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -79,6 +80,33 @@ def _build_context(day: str) -> Path:
     return root
 
 
+class TrafficConfig(dg.Config):
+    """Which variants the Bento serves: the challenger alias joins when it differs from the
+    champion and either takes a share of cards or shadows every request."""
+
+    challenger_share: float = settings.CHALLENGER_SHARE
+    mode: str = settings.TRAFFIC_MODE  # "split" or "shadow"
+
+    @property
+    def wants_challenger(self) -> bool:
+        return self.mode == "shadow" or self.challenger_share > 0
+
+
+def _variant(version: Any, fallback: dict) -> dict:
+    """A registry version as a bundle variant: its model and the thresholds evaluated for it."""
+    import mlflow
+
+    tags = version.tags or {}
+    return {
+        "model": mlflow.catboost.load_model(f"models:/{version.name}/{version.version}"),
+        "version": str(version.version),
+        "thresholds": {
+            "review": float(tags.get("threshold", fallback["review"])),
+            "decline": float(tags.get("decline_threshold", fallback["decline"])),
+        },
+    }
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
@@ -89,11 +117,15 @@ def _build_context(day: str) -> Path:
     "configured), thresholds, feature schema and the online store seed.",
 )
 def fraud_bento(
-    context: dg.AssetExecutionContext, champion_model: dict, online_feature_store: dict
+    context: dg.AssetExecutionContext,
+    config: TrafficConfig,
+    champion_model: dict,
+    online_feature_store: dict,
 ) -> dg.Output[dict]:
     import bentoml
     import mlflow
 
+    from fraud_assets.lib import registry
     from fraud_assets.lib.bundle import write_bundle
     from fraud_assets.lib.registry import configure_mlflow
 
@@ -101,23 +133,30 @@ def fraud_bento(
     configure_mlflow(
         settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
     )
-    name, version = champion_model["model_name"], champion_model["champion"]
-    model = mlflow.catboost.load_model(f"models:/{name}/{version}")
-    meta = mlflow.MlflowClient().get_model_version(name, version)
+    name, version = champion_model["model_name"], str(champion_model["champion"])
+    client = mlflow.MlflowClient()
+    meta = client.get_model_version(name, version)
     run_inputs = mlflow.artifacts.load_dict(f"runs:/{meta.run_id}/model_inputs.json")
-    thresholds = {
-        "review": float(meta.tags.get("threshold", champion_model["thresholds"]["review"])),
-        "decline": float(
-            meta.tags.get("decline_threshold", champion_model["thresholds"]["decline"])
-        ),
-    }
+    variants = {"champion": _variant(meta, champion_model["thresholds"])}
+    traffic = {"challenger_share": config.challenger_share, "mode": config.mode}
+    challenger = registry.version_by_alias(client, name, registry.CHALLENGER)
+    if config.wants_challenger and challenger is not None and challenger.version != version:
+        inputs = mlflow.artifacts.load_dict(f"runs:/{challenger.run_id}/model_inputs.json")
+        if inputs["features"] == run_inputs["features"]:
+            variants["challenger"] = _variant(challenger, champion_model["thresholds"])
+        else:  # the bundle has one feature schema: a challenger on other features waits
+            context.log.warning(f"challenger v{challenger.version} uses other features: left out")
+    if "challenger" not in variants:
+        traffic = None
+    thresholds = variants["champion"]["thresholds"]
     ctx = _build_context(day)
     bundle = write_bundle(
         ctx / "fraud_assets" / "serving" / "bundle",
         model_name=name,
         features=run_inputs["features"],
         categoricals=run_inputs["categoricals"],
-        variants={"champion": {"model": model, "version": str(version), "thresholds": thresholds}},
+        variants=variants,
+        traffic=traffic,
         customer_histories=online_feature_store["histories"],
         terminal_rows=online_feature_store["terminals"],
         store_as_of=date.fromisoformat(online_feature_store["as_of"]),
@@ -125,19 +164,24 @@ def fraud_bento(
     os.environ.setdefault("BENTOML_HOME", settings.BENTOML_HOME)
     bento = bentoml.bentos.build_bentofile(str(ctx / "bentofile.yaml"), build_ctx=str(ctx))
     tag = str(bento.tag)
-    context.log.info(f"built Bento {tag} with {name} v{version}")
+    described = ", ".join(f"{k} v{v['version']}" for k, v in variants.items())
+    context.log.info(f"built Bento {tag} with {name}: {described}; traffic {traffic}")
     return dg.Output(
         {
             "tag": tag,
             "model_name": name,
-            "model_version": str(version),
+            "model_version": version,
+            "variants": {k: v["version"] for k, v in variants.items()},
+            "traffic": traffic,
             "bundle": str(bundle),
             "bentoml_home": os.environ["BENTOML_HOME"],
             "store_as_of": online_feature_store["as_of"],
         },
         metadata={
             "bento_tag": tag,
-            "model_version": str(version),
+            "model_version": version,
+            "variants": described,
+            "traffic": json.dumps(traffic),
             "thresholds": thresholds,
             "serve": f"BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml serve {tag}",
         },
@@ -170,22 +214,25 @@ def _sample_transactions(store: dict, n: int = 20) -> list[dict]:
     ]
 
 
-def _offline_scores(bento: dict, store: dict, txs: list[dict]) -> list[float]:
-    """What the library computes for the same requests: online features + CatBoost."""
+def _offline_scores(bento: dict, store: dict, txs: list[dict], versions: list[str]) -> list[float]:
+    """What the library computes for the same requests: online features + the CatBoost
+    model of the version that answered each one (the champion or a challenger)."""
     import mlflow
 
     from fraud_assets.lib.bundle import read_manifest
 
     manifest = read_manifest(bento["bundle"])
-    model = mlflow.catboost.load_model(f"models:/{bento['model_name']}/{bento['model_version']}")
+    models = {
+        v: mlflow.catboost.load_model(f"models:/{bento['model_name']}/{v}") for v in set(versions)
+    }
     histories = copy.deepcopy(store["histories"])
     cats = manifest["categoricals"]
     out = []
-    for tx in txs:
+    for tx, version in zip(txs, versions, strict=True):
         row = dict(tx, ts=datetime.fromisoformat(tx["ts"].replace("Z", "+00:00")))
         history = histories.setdefault(tx["customer_id"], F.CustomerHistory())
         vector = F.online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
-        out.append(float(model.predict_proba([list(vector.values())])[0][1]))
+        out.append(float(models[version].predict_proba([list(vector.values())])[0][1]))
     return out
 
 
@@ -242,7 +289,7 @@ def bento_smoke_test(
             time.sleep(0.5)
         else:
             return dg.AssetCheckResult(passed=False, description="service not ready in 120 s")
-        served = []
+        served, versions = [], []
         for tx in txs:
             r = httpx.post(f"{base}/score", json={"transaction": tx}, timeout=10)
             if r.status_code != 200:
@@ -250,10 +297,14 @@ def bento_smoke_test(
                     passed=False, description=f"/score {r.status_code}: {r.text[:500]}"
                 )
             served.append(r.json()["fraud_probability"])
+            versions.append(r.json()["model_version"])
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
-    expected = _offline_scores(fraud_bento, online_feature_store, txs)
+    unknown = set(versions) - set(fraud_bento.get("variants", {}).values())
+    if fraud_bento.get("variants") and unknown:
+        return dg.AssetCheckResult(passed=False, description=f"served unknown versions {unknown}")
+    expected = _offline_scores(fraud_bento, online_feature_store, txs, versions)
     diff = max(abs(a - b) for a, b in zip(served, expected, strict=True))
     return dg.AssetCheckResult(
         passed=diff <= 1e-9,
@@ -263,5 +314,6 @@ def bento_smoke_test(
             "samples": len(txs),
             "port": port,
             "scores": json.dumps([round(s, 6) for s in served]),
+            "versions_served": ", ".join(sorted(set(versions))),
         },
     )

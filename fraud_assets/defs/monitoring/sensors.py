@@ -1,9 +1,19 @@
-"""The drift sensor: drift on a day launches retraining as of that day, once per cause."""
+"""The drift sensor: drift on a day launches retraining as of that day, once per cause.
+
+Causes: feature or score PSI above the alert level, or the champion's live average precision
+(on traffic whose labels have arrived) below a floor once enough of it is labelled.
+"""
+
+import json
+from collections.abc import Iterator
 
 import dagster as dg
 
+from fraud_assets import settings
+
 PSI_ALERT = 0.25
-WATCHED = ("feature_drift", "prediction_drift")
+WATCHED = ("feature_drift", "prediction_drift", "live_performance")
+BATCH = 1000  # materializations read per asset per tick
 
 
 def _raw_checks_passed(instance: dg.DagsterInstance, day: str) -> bool:
@@ -28,31 +38,68 @@ def _raw_checks_passed(instance: dg.DagsterInstance, day: str) -> bool:
     job_name="training",
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Launches retraining for a day whose feature or prediction PSI > {PSI_ALERT}.",
+    description=f"Launches retraining for a day whose feature or prediction PSI > {PSI_ALERT}, "
+    "or whose live champion AP fell below FRAUD_LIVE_AP_FLOOR.",
 )
 def drift_sensor(context: dg.SensorEvaluationContext):
     """Reads every new drift materialization since its cursor (not only the latest one), so
     partitions finishing together are all seen; run keys make each cause launch once."""
-    cursor = int(context.cursor or 0)
-    newest = cursor
+    cursors = _read_cursor(context.cursor)
     for name in WATCHED:
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), after_storage_id=cursor), limit=1000
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(name), after_storage_id=cursors.get(name, 0)
+            ),
+            limit=BATCH,
+            ascending=True,  # oldest first: a backlog longer than BATCH resumes where it left
         ).records
         for record in records:
-            newest = max(newest, record.storage_id)
+            cursors[name] = max(cursors.get(name, 0), record.storage_id)
             mat = record.asset_materialization
             if mat is None or mat.partition is None:
                 continue
-            max_psi = float(mat.metadata.get("max_psi", dg.FloatMetadataValue(0.0)).value or 0.0)
-            if max_psi <= PSI_ALERT:
-                continue
-            if not _raw_checks_passed(context.instance, mat.partition):
-                context.log.warning(f"{mat.partition}: drift, but raw data failed its checks")
-                continue
-            yield dg.RunRequest(
-                run_key=f"drift-{mat.partition}",  # one retraining per drifted day
-                partition_key=mat.partition,
-                tags={"trigger": name, "max_psi": f"{max_psi:.3f}"},
+            for cause, run_key, tags in _causes(name, mat):
+                if not _raw_checks_passed(context.instance, mat.partition):
+                    context.log.warning(f"{mat.partition}: {cause}, but raw data failed checks")
+                    continue
+                context.log.info(f"{mat.partition}: {cause}: retraining")
+                yield dg.RunRequest(run_key=run_key, partition_key=mat.partition, tags=tags)
+    context.update_cursor(json.dumps(cursors, sort_keys=True))
+
+
+def _read_cursor(raw: str | None) -> dict[str, int]:
+    """Per-asset storage ids already seen (an older plain-integer cursor applies to all)."""
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    if isinstance(value, int):
+        return dict.fromkeys(WATCHED, value)
+    return {k: int(v) for k, v in value.items()}
+
+
+def _number(mat: dg.AssetMaterialization, key: str) -> float | None:
+    value = mat.metadata.get(key)
+    return None if value is None or value.value is None else float(value.value)
+
+
+def _causes(name: str, mat: dg.AssetMaterialization) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """(cause, run key, tags) for each reason this materialization gives to retrain. A run
+    key names the day and the kind of cause: the same cause seen again launches nothing."""
+    day = mat.partition
+    if name == "live_performance":
+        ap, labelled = _number(mat, "live_ap_champion"), _number(mat, "n_labelled")
+        enough = (labelled or 0) >= settings.LIVE_MIN_LABELLED
+        if ap is not None and enough and ap < settings.LIVE_AP_FLOOR:
+            yield (
+                f"live AP {ap:.3f} < {settings.LIVE_AP_FLOOR}",
+                f"live-ap-{day}",
+                {"trigger": name, "live_ap": f"{ap:.3f}"},
             )
-    context.update_cursor(str(newest))
+        return
+    max_psi = _number(mat, "max_psi") or 0.0
+    if max_psi > PSI_ALERT:
+        yield (
+            f"{name} PSI {max_psi:.3f}",
+            f"drift-{day}",  # feature and score drift of a day: one retraining
+            {"trigger": name, "max_psi": f"{max_psi:.3f}"},
+        )
