@@ -72,6 +72,9 @@ TRAIN_DAYS = int(_env("FRAUD_TRAIN_DAYS", "28"))
 DELAY_DAYS = int(_env("FRAUD_DELAY_DAYS", "7"))
 TEST_DAYS = int(_env("FRAUD_TEST_DAYS", "14"))
 
+# Training: the default number of CatBoost iterations (early stopping usually ends sooner).
+TRAIN_ITERATIONS = int(_env("FRAUD_TRAIN_ITERATIONS", "600"))
+
 # Promotion gate.
 PROMOTION_MIN_AP = float(_env("FRAUD_PROMOTION_MIN_AP", "0.3"))
 PROMOTION_MARGIN = float(_env("FRAUD_PROMOTION_MARGIN", "0.0"))

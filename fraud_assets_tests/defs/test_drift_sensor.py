@@ -81,16 +81,31 @@ def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, in
     assert _tick(instance, second.cursor).run_requests == []
 
 
-def test_schedules_target_the_previous_day_once() -> None:
+def test_schedules_target_the_previous_day_once(instance) -> None:
     from datetime import datetime
 
     from fraud_assets.defs.automation import daily_pipeline_schedule, daily_retraining_schedule
+
+    @dg.op
+    def noop() -> None: ...
+
+    @dg.job
+    def launched() -> None:
+        noop()
 
     tick = datetime(2026, 3, 5, 1, 0)
     for schedule, prefix in (
         (daily_pipeline_schedule, "daily"),
         (daily_retraining_schedule, "retrain"),
     ):
-        request = schedule(dg.build_schedule_context(scheduled_execution_time=tick))
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        request = schedule(context)
         assert request.partition_key == "2026-03-04"
         assert request.run_key == f"{prefix}-2026-03-04"
+        # Once the day's run exists, later ticks (any minute of a tightened cron) skip it.
+        tags = {"dagster/schedule_name": schedule.name, "dagster/partition": "2026-03-04"}
+        assert launched.execute_in_process(instance=instance, tags=tags).success
+        again = schedule(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        )
+        assert isinstance(again, dg.SkipReason), again

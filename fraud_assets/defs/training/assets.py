@@ -20,7 +20,7 @@ MODEL_CODE_VERSION = "catboost-v1"
 class TrainingConfig(dg.Config):
     """CatBoost hyperparameters (editable in the launchpad)."""
 
-    iterations: int = 600
+    iterations: int = settings.TRAIN_ITERATIONS
     learning_rate: float = 0.08
     depth: int = 6
     l2_leaf_reg: float = 3.0
