@@ -16,6 +16,7 @@ from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
 from fraud_assets.defs.monitoring import assets as monitoring_assets
+from fraud_assets.defs.monitoring import live as live_monitoring
 from fraud_assets.defs.monitoring.sensors import drift_sensor
 from fraud_assets.defs.training import assets as training_assets
 from fraud_assets.defs.training import evaluation
@@ -30,6 +31,7 @@ ASSET_MODULES = [
     evaluation,
     deployment_assets,
     monitoring_assets,
+    live_monitoring,
 ]
 CHECK_MODULES = [ingestion_checks, evaluation, deployment_assets]
 
@@ -61,7 +63,11 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
     jobs=jobs.all_jobs(),
-    schedules=[automation.daily_pipeline_schedule, automation.daily_retraining_schedule],
+    schedules=[
+        automation.daily_pipeline_schedule,
+        automation.daily_retraining_schedule,
+        automation.live_refresh_schedule,
+    ],
     sensors=[drift_sensor],
     resources=default_resources(),
     executor=dg.in_process_executor,

@@ -19,13 +19,16 @@ def previous_day(context: dg.ScheduleEvaluationContext) -> str:
 
 
 def _once_per_day(
-    context: dg.ScheduleEvaluationContext, name: str, prefix: str, tags: dict | None = None
+    context: dg.ScheduleEvaluationContext,
+    name: str,
+    prefix: str,
+    tags: dict | None = None,
+    day: str | None = None,
 ) -> dg.RunRequest | dg.SkipReason:
-    day = previous_day(context)
+    day = day or previous_day(context)
+    filters = {"dagster/schedule_name": name, "dagster/partition": day, **(tags or {})}
     if context.instance is not None:
-        launched = context.instance.get_runs(
-            dg.RunsFilter(tags={"dagster/schedule_name": name, "dagster/partition": day}), limit=1
-        )
+        launched = context.instance.get_runs(dg.RunsFilter(tags=filters), limit=1)
         if launched:
             return dg.SkipReason(f"{day} already launched (run {launched[0].run_id})")
     return dg.RunRequest(run_key=f"{prefix}-{day}", partition_key=day, tags=tags or {})
@@ -51,3 +54,27 @@ def daily_pipeline_schedule(context: dg.ScheduleEvaluationContext):
 )
 def daily_retraining_schedule(context: dg.ScheduleEvaluationContext):
     return _once_per_day(context, "daily_retraining", "retrain", {"trigger": "schedule"})
+
+
+# Live performance is measured again when a day's labels have matured: most frauds are
+# confirmed within a week, all within 30 days (the simulator's and typical chargeback delays).
+LABEL_MATURITIES_DAYS = (7, 30)
+
+
+@dg.schedule(
+    job=jobs.live_monitoring_job,
+    cron_schedule=settings.DAILY_PIPELINE_CRON,
+    name="live_performance_refresh",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Recompute live performance and business metrics of the days whose labels "
+    f"are {' and '.join(map(str, LABEL_MATURITIES_DAYS))} days old.",
+)
+def live_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    today = context.scheduled_execution_time.date()
+    for age in LABEL_MATURITIES_DAYS:
+        day = (today - timedelta(days=age)).isoformat()
+        request = _once_per_day(
+            context, "live_performance_refresh", f"live-{age}d", {"label_age": str(age)}, day
+        )
+        if isinstance(request, dg.RunRequest):
+            yield request

@@ -33,11 +33,20 @@ features_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("transaction_features"),
     description="Features of one day from already-ingested days (days can run in parallel).",
 )
+LIVE = dg.AssetSelection.assets("serving_metrics", "live_performance", "business_metrics")
 daily_monitoring_job = dg.define_asset_job(
     "daily_monitoring",
     selection=FEATURES
-    | dg.AssetSelection.assets("feature_drift", "prediction_drift", "drift_report"),
-    description="One day: ingestion, gates, features, then drift against the champion.",
+    | dg.AssetSelection.assets("feature_drift", "prediction_drift", "drift_report")
+    | LIVE,
+    description="One day: ingestion, gates, features, drift against the champion, and what "
+    "the service did (latency, errors, traffic; performance on the labels known so far).",
+)
+live_monitoring_job = dg.define_asset_job(
+    "live_monitoring",
+    selection=LIVE,
+    description="Serving, live performance and business metrics of one day, recomputed as its "
+    "labels arrive (fraud is confirmed up to 30 days late).",
 )
 training_job = dg.define_asset_job(
     "training",
@@ -56,6 +65,7 @@ def all_jobs() -> list:
         daily_features_job,
         features_job,
         daily_monitoring_job,
+        live_monitoring_job,
         training_job,
         rollback_champion,
     ]

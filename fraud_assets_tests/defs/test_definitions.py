@@ -1,6 +1,6 @@
 """The code location loads, and its structure is a reviewed snapshot.
 
-Any change to asset keys, dependencies, partitioning, checks or jobs shows up as a diff of
+Any change to asset keys, dependencies, partitioning, checks, jobs or automation shows up as a diff of
 `fraud_assets_tests/snapshots/definitions.json`. Regenerate it on purpose with
 `UPDATE_SNAPSHOTS=1 pytest fraud_assets_tests/defs/test_definitions.py`.
 """
@@ -35,7 +35,14 @@ def structure() -> dict:
             ),
         }
     jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
-    return {"assets": assets, "jobs": jobs}
+    automation = {
+        **{
+            s.name: f"schedule {s.job_name} {s.cron_schedule} {s.default_status.value}"
+            for s in defs.schedules or []
+        },
+        **{s.name: f"sensor {s.job_name} {s.default_status.value}" for s in defs.sensors or []},
+    }
+    return {"assets": assets, "jobs": jobs, "automation": dict(sorted(automation.items()))}
 
 
 def test_structure_matches_the_reviewed_snapshot() -> None:

@@ -58,12 +58,18 @@ def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, in
     from fraud_assets import settings
 
     assert materialize_day(build_defs(tmp_path / "a"), instance, GOOD).success
+    # Live performance is measured on older traffic (its labels have arrived); retraining
+    # goes as of the newest day with features.
+    week_before = "2026-02-23"
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="transaction_features", partition=GOOD)
+    )
 
     def live(ap: float, labelled: int) -> None:
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
                 asset_key="live_performance",
-                partition=GOOD,
+                partition=week_before,
                 metadata={"live_ap_champion": ap, "n_labelled": labelled},
             )
         )
@@ -75,8 +81,8 @@ def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, in
     assert first.run_requests == []
     live(floor / 2, enough)
     second = _tick(instance, first.cursor)
-    assert [(r.run_key, r.tags["trigger"]) for r in second.run_requests] == [
-        (f"live-ap-{GOOD}", "live_performance")
+    assert [(r.run_key, r.partition_key, r.tags["trigger"]) for r in second.run_requests] == [
+        (f"live-ap-{week_before}", GOOD, "live_performance")
     ]
     assert _tick(instance, second.cursor).run_requests == []
 

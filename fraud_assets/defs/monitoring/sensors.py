@@ -59,12 +59,24 @@ def drift_sensor(context: dg.SensorEvaluationContext):
             if mat is None or mat.partition is None:
                 continue
             for cause, run_key, tags in _causes(name, mat):
-                if not _raw_checks_passed(context.instance, mat.partition):
-                    context.log.warning(f"{mat.partition}: {cause}, but raw data failed checks")
+                # Drift retrains as of the drifted day; poor live performance (measured on
+                # traffic old enough to be labelled) retrains as of the newest featured day.
+                day = mat.partition if name != "live_performance" else _newest(context.instance)
+                if day is None or not _raw_checks_passed(context.instance, day):
+                    context.log.warning(f"{day}: {cause}, but raw data failed checks")
                     continue
-                context.log.info(f"{mat.partition}: {cause}: retraining")
-                yield dg.RunRequest(run_key=run_key, partition_key=mat.partition, tags=tags)
+                context.log.info(f"{mat.partition}: {cause}: retraining as of {day}")
+                yield dg.RunRequest(run_key=run_key, partition_key=day, tags=tags)
     context.update_cursor(json.dumps(cursors, sort_keys=True))
+
+
+def _newest(instance: dg.DagsterInstance) -> str | None:
+    """The latest day with features: what a retraining today can be trained as of."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("transaction_features")), limit=200
+    ).records
+    days = [r.partition_key for r in records if r.partition_key]
+    return max(days) if days else None
 
 
 def _read_cursor(raw: str | None) -> dict[str, int]:

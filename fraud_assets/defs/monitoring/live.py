@@ -1,0 +1,270 @@
+"""serving_metrics, live_performance and business_metrics: the scoring service's logs of a day.
+
+They read the service's prediction, error and feedback logs under FRAUD_SERVING_STATE and
+the stored `fraud_labels` partitions from the day onwards (labels arrive late, so a day's
+numbers grow as it is re-materialized later; no Dagster dependency on future partitions).
+The logic lives in `fraud_assets.lib.live_monitoring`; these assets only read, log and
+publish. Metadata values are plain floats/ints (None where undefined) so the UI plots them;
+the drift sensor reads `live_ap_champion` and `n_labelled` of live_performance.
+"""
+
+import math
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from fraud_assets import settings
+from fraud_assets.defs.partitions import daily_partitions, partition_day
+
+LIVE_CODE_VERSION = "live-v1"
+HISTORY_DAYS = 30  # days of live AP on the trend plot
+LABEL_ASSET = "fraud_labels"
+
+
+def _clean(value: Any) -> Any:
+    """Metadata value: numpy scalars as Python numbers, NaN as None (omitted from plots)."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _md_table(frame: pl.DataFrame, columns: list[str]) -> dg.MetadataValue:
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return f"{v:,.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.select(columns).rows()
+    ]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _warn_all(context: dg.AssetExecutionContext, problems: list[str]) -> None:
+    for problem in problems:
+        context.log.warning(problem)
+
+
+def _with_day(frame: pl.DataFrame, day: date) -> pl.DataFrame:
+    return frame.select(pl.lit(day).alias("day"), pl.all())
+
+
+def _labelled_predictions(context: dg.AssetExecutionContext, day: date) -> pl.DataFrame:
+    """The day's predictions joined with the latest label known for each transaction."""
+    from fraud_assets.lib import live_monitoring as lm
+
+    predictions, problems = lm.read_predictions(settings.SERVING_STATE, day)
+    feedback, feedback_problems = lm.read_feedback(settings.SERVING_STATE)
+    _warn_all(context, problems + feedback_problems)
+    pipeline = lm.read_label_partitions(settings.DATA_ROOT, LABEL_ASSET, day)
+    labels = lm.latest_labels(pipeline, feedback)
+    context.log.info(
+        f"{day}: {predictions.height} prediction rows; labels known: {pipeline.height} pipeline "
+        f"events from {day} on, {feedback.height} feedback rows ({labels.height} transactions)"
+    )
+    if not predictions.height:
+        context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
+    return lm.join_labels(predictions, labels)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="lake",
+    group_name="monitoring",
+    code_version=LIVE_CODE_VERSION,
+    kinds={"polars"},
+    description="What the scoring service did that day (UTC), from its prediction and error "
+    "logs: requests, rows scored, latency p50/p95/p99 per request, error rate, traffic per "
+    "variant (champion / challenger / shadow), model versions seen.",
+)
+def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+    from fraud_assets.lib import live_monitoring as lm
+
+    day = partition_day(context)
+    predictions, problems = lm.read_predictions(settings.SERVING_STATE, day)
+    errors, error_problems = lm.read_errors(settings.SERVING_STATE, day)
+    _warn_all(context, problems + error_problems)
+    table = lm.serving_metrics(predictions, errors)
+    overall = table.filter(pl.col("variant") == lm.ALL).row(0, named=True)
+    per_variant = {r["variant"]: r for r in table.iter_rows(named=True)}
+    by_status = lm.errors_by_status(errors)
+    if not predictions.height:
+        context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
+    context.log.info(
+        f"{day}: {overall['requests']} requests, {overall['rows']} rows scored, "
+        f"{errors.height} errors, p99 latency {overall['latency_p99_ms']} ms"
+    )
+    answered = overall["rows"]
+    metadata: dict[str, Any] = {
+        "requests": int(overall["requests"]),
+        "rows_scored": int(answered),
+        "rows_logged": predictions.height,
+        "latency_p50_ms": _clean(overall["latency_p50_ms"]),
+        "latency_p95_ms": _clean(overall["latency_p95_ms"]),
+        "latency_p99_ms": _clean(overall["latency_p99_ms"]),
+        "errors": errors.height,
+        "errors_4xx": by_status["4xx"],
+        "errors_5xx": by_status["5xx"],
+        "error_rate": _clean(overall["error_rate"]),
+        "challenger_share": _clean(
+            per_variant[lm.CHALLENGER]["rows"] / answered if answered else math.nan
+        ),
+        "model_versions": "; ".join(
+            f"{v}: {per_variant[v]['model_versions']}"
+            for v in lm.VARIANTS
+            if per_variant[v]["rows"]
+        )
+        or "none",
+        "skipped_lines": len(problems) + len(error_problems),
+        "serving_state": dg.MetadataValue.path(settings.SERVING_STATE),
+        "summary": _md_table(
+            table,
+            ["variant", "rows", "requests", "latency_p50_ms", "latency_p99_ms", "model_versions"],
+        ),
+    }
+    for variant in lm.VARIANTS:
+        metadata[f"rows_{variant}"] = int(per_variant[variant]["rows"])
+    return dg.Output(_with_day(table, day), metadata=metadata)
+
+
+def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
+    """PNG of AP per variant over the last HISTORY_DAYS days (earlier partitions of this
+    asset from the lake), or None when no day has a defined AP."""
+    from fraud_assets.lib import live_monitoring as lm
+
+    start = day - timedelta(days=HISTORY_DAYS - 1)
+    days = [start + timedelta(days=k) for k in range(HISTORY_DAYS - 1)]
+    history = lm.read_history(settings.DATA_ROOT, "live_performance", days)
+    frames = [today.select("day", "variant", "ap")]
+    if history.height and {"day", "variant", "ap"} <= set(history.columns):
+        frames.insert(0, history.select("day", "variant", pl.col("ap").cast(pl.Float64)))
+    points = pl.concat(frames, how="vertical_relaxed").filter(pl.col("ap").is_not_null())
+    if not points.height:
+        return None
+    path = Path(settings.REPORTS_ROOT) / "live_performance" / f"{day.isoformat()}.png"
+    lm.ap_trend_png(points, path, start=start, end=day, floor=settings.LIVE_AP_FLOOR)
+    return str(path)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="lake",
+    group_name="monitoring",
+    code_version=LIVE_CODE_VERSION,
+    kinds={"polars"},
+    description="The day's predictions joined with the labels known so far (fraud_labels from "
+    "the day on + service feedback, latest wins): per variant labelled share, AP, precision "
+    "and recall at the alert rule (decision != approve), and the A/B difference "
+    "champion - challenger with a bootstrap 95% CI (independent for split traffic, paired "
+    "for shadow mode). `live_ap_champion` and `n_labelled` feed the drift sensor.",
+)
+def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+    from fraud_assets.lib import live_monitoring as lm
+
+    day = partition_day(context)
+    joined = _labelled_predictions(context, day)
+    table = _with_day(lm.live_performance(joined), day)
+    head = lm.headline(table)
+    ap = head["live_ap_champion"]
+    if head["n_labelled"] == 0:
+        context.log.warning(f"{day}: no labels yet for the champion's traffic: AP undefined")
+    elif ap is None:
+        context.log.warning(
+            f"{day}: {head['n_labelled']} labelled champion rows, all of one class: AP undefined"
+        )
+    else:
+        context.log.info(f"{day}: champion live AP {ap:.4f} on {head['n_labelled']} labels")
+    if head["ab_mode"] == "none":
+        context.log.info(f"{day}: no labelled challenger or shadow traffic: no A/B comparison")
+    elif head.get("ap_diff") is None or head.get("ap_diff_ci_low") is None:
+        context.log.warning(
+            f"{day}: A/B ({head['ab_mode']}) undefined or without an interval: too few "
+            "labelled frauds on one side"
+        )
+    else:
+        context.log.info(
+            f"{day}: A/B ({head['ab_mode']}): AP champion - challenger "
+            f"{head['ap_diff']:+.4f} [{head['ap_diff_ci_low']:+.4f}, "
+            f"{head['ap_diff_ci_high']:+.4f}]"
+        )
+    metadata: dict[str, Any] = {k: _clean(v) for k, v in head.items()}
+    metadata["live_ap_floor"] = settings.LIVE_AP_FLOOR
+    metadata["summary"] = _md_table(
+        table,
+        [
+            "variant",
+            "rows",
+            "n_labelled",
+            "n_fraud",
+            "ap",
+            "precision_at_alert",
+            "recall_at_alert",
+            "ap_diff",
+            "ap_diff_ci_low",
+            "ap_diff_ci_high",
+        ],
+    )
+    plot = _ap_history_png(day, table)
+    if plot is not None:
+        metadata["ap_history"] = dg.MetadataValue.path(plot)
+    return dg.Output(table, metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    io_manager_key="lake",
+    group_name="monitoring",
+    code_version=LIVE_CODE_VERSION,
+    kinds={"polars"},
+    description="Money and customers on the day's traffic with the labels known so far: fraud "
+    "amount caught (alerted) and missed (approved), false declines (declined genuine: count "
+    "and amount), alert rate; per variant and for all answered traffic (shadow rows are what "
+    "the challenger would have done and are not in the total).",
+)
+def business_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+    from fraud_assets.lib import live_monitoring as lm
+
+    day = partition_day(context)
+    joined = _labelled_predictions(context, day)
+    table = lm.business_metrics(joined)
+    rows = {r["variant"]: r for r in table.iter_rows(named=True)}
+    total = rows[lm.ALL]
+    context.log.info(
+        f"{day}: fraud caught {total['fraud_amount_caught']:.2f}, missed "
+        f"{total['fraud_amount_missed']:.2f}, {total['false_declines']} false declines "
+        f"({total['n_labelled']} of {total['rows']} answered rows labelled)"
+    )
+    keys = [
+        "fraud_amount_caught",
+        "fraud_amount_missed",
+        "false_declines",
+        "false_decline_amount",
+        "alert_rate",
+        "n_labelled",
+    ]
+    metadata: dict[str, Any] = {k: _clean(total[k]) for k in keys}
+    for variant in lm.VARIANTS:
+        if variant in rows:
+            metadata |= {f"{k}_{variant}": _clean(rows[variant][k]) for k in keys}
+    metadata["summary"] = _md_table(
+        table,
+        [
+            "variant",
+            "rows",
+            "n_labelled",
+            "alert_rate",
+            "fraud_amount_caught",
+            "fraud_amount_missed",
+            "false_declines",
+            "false_decline_amount",
+        ],
+    )
+    return dg.Output(_with_day(table, day), metadata=metadata)
