@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import resource
 import time
-import warnings
 from datetime import date, timedelta
 
 import numpy as np
@@ -37,8 +36,6 @@ CUSTOMER_COUNT_COLUMNS = [
     "customer_small_online_count_1h",
 ]
 EXACT_COLUMNS = [*CUSTOMER_COUNT_COLUMNS, *F.TERMINAL_COUNT_COLUMNS]
-# batch_features' join_asof by terminal_id warns on every call; it says nothing about results.
-warnings.filterwarnings("ignore", message="Sortedness of columns cannot be checked")
 
 
 def peak_rss_mb() -> float:

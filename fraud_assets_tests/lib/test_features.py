@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -228,3 +229,65 @@ def test_ties_exactly_at_the_window_start_are_outside_whatever_their_rank() -> N
         online = F.online_features(r, history, None, ["channel"])
     assert online["customer_tx_count_7d"] == 1
     assert online["customer_amount_max_7d"] == 20.0
+
+
+def test_row_order_of_the_input_does_not_matter() -> None:
+    sim = Simulator(SimulationConfig(seed=3, size=0.05))
+    days = [DAY - timedelta(days=i) for i in range(33, -1, -1)]
+    hist = pl.concat([sim.transactions(d) for d in days])
+    labels = pl.concat([sim.labels(d) for d in days])
+    first = DAY - timedelta(days=2)
+    shuffled = hist.sample(fraction=1.0, shuffle=True, seed=1)
+    out = F.batch_features(hist, labels, first, DAY)
+    assert out.height > 0
+    assert F.batch_features(shuffled, labels, first, DAY).equals(out)
+    assert F.terminal_snapshot(shuffled, labels, DAY).equals(F.terminal_snapshot(hist, labels, DAY))
+
+
+def test_a_single_row_gets_the_same_bits_as_in_a_bigger_frame() -> None:
+    # 2.82 -> 28200 units; 28200 / 1 / 10000 differs from 28200 / 1 * 1e-4 in the last bit.
+    hist = _tx(
+        [
+            ("a", T0 - timedelta(days=1), "c1", "t1", 2.82, "online"),
+            ("b", T0, "c2", "t1", 2.82, "online"),
+        ]
+    )
+    alone = F.batch_features(hist, NO_LABELS, DAY)
+    assert alone.height == 1
+    both = F.batch_features(hist, NO_LABELS, DAY - timedelta(days=1), DAY)
+    assert alone.equals(both.filter(pl.col("transaction_id") == "b"))
+
+
+def test_an_empty_range_gives_an_empty_frame_of_the_same_schema() -> None:
+    hist = _tx([("a", T0, "c1", "t1", 40.0, "online")])
+    out = F.batch_features(hist, NO_LABELS, DAY)
+    empty = F.batch_features(hist, NO_LABELS, DAY + timedelta(days=3))
+    assert empty.height == 0 and empty.schema == out.schema
+    assert F.terminal_snapshot(hist, NO_LABELS, DAY).height == 0  # nothing before DAY
+
+
+@pytest.mark.parametrize("stride", [10**13, 2**60])  # the second allows 4 groups a chunk
+def test_group_chunks_cut_between_groups_and_keep_keys_in_int64(stride: int) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    # Group 0 alone is bigger than a chunk; the others are small.
+    group = np.sort(np.concatenate([np.zeros(20_000), rng.integers(1, 300, 30_000)]))
+    chunks = F._group_chunks(group.astype(np.int64), stride)
+    assert chunks[0][0] == 0 and chunks[-1][1] == len(group)
+    assert all(b == c for (_, b), (c, _) in pairwise(chunks))
+    for a, b in chunks:
+        assert a == 0 or group[a - 1] != group[a]  # never inside a group
+        assert (group[b - 1] - group[a] + 1) * stride <= 2**62
+        assert b - a - (group == group[a]).sum() < 2**14  # about 2^14 rows, besides the first group
+
+
+def test_window_max_matches_a_brute_force() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(6)
+    values = rng.random(5_000)
+    rows = np.sort(rng.choice(5_000, 2_000, replace=False))
+    starts = [np.maximum(rows - rng.integers(0, limit, len(rows)), 0) for limit in (1, 5, 700)]
+    for s, got in zip(starts, F._window_max(values, rows, starts), strict=True):
+        assert list(got) == [values[a : b + 1].max() for a, b in zip(s, rows, strict=True)]
