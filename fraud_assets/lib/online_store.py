@@ -21,13 +21,13 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fraud_assets.lib.bundle import read_store_seed, store_day_key
-from fraud_assets.lib.features import CustomerHistory
+from fraud_assets.lib.features import CustomerHistory, terminal_values
 
 
 @runtime_checkable
@@ -45,8 +45,17 @@ class OnlineStore(Protocol):
         """Persist a history after ``online_features`` updated it (no-op when in process)."""
         ...
 
+    def save_many(self, customer_ids: Iterable[str]) -> None:
+        """``save`` the histories of these customers after a batch updated them (one round
+        trip for a shared store; the iterable is not even read when in process)."""
+        ...
+
     def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
         """The terminal's snapshot for the store's day, or None for an unknown terminal."""
+        ...
+
+    def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
+        """The snapshot as ``features.terminal_values`` (zeros for an unknown terminal)."""
         ...
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
@@ -58,6 +67,9 @@ class OnlineStore(Protocol):
         ...
 
 
+_UNKNOWN_TERMINAL = terminal_values(None)
+
+
 class EmbeddedStore:
     """In-process store: plain dicts, updated in place by the scoring path."""
 
@@ -67,6 +79,9 @@ class EmbeddedStore:
         self.lock = threading.RLock()
         self._customers: dict[str, CustomerHistory] = {}
         self._terminals: dict[str, dict[str, float]] = {}
+        # The same snapshots as tuples in TERMINAL_FEATURES order, built once per seed: the
+        # scoring hot path reads a terminal per transaction.
+        self._terminal_values: dict[str, tuple[float, ...]] = {}
         self.as_of: date | None = None
         self.seeded_from: str | None = None
         self._created = 0
@@ -84,8 +99,15 @@ class EmbeddedStore:
     def save(self, customer_id: str, history: CustomerHistory) -> None:
         """Nothing to do: ``history`` is the live object held in the dict."""
 
+    def save_many(self, customer_ids: Iterable[str]) -> None:
+        """Nothing to do (see ``save``)."""
+
     def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
         return self._terminals.get(terminal_id)
+
+    def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
+        values = self._terminal_values.get(terminal_id)
+        return _UNKNOWN_TERMINAL if values is None else values
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
         """Replace state before the seed's day by the seed; keep live entries from that day on.
@@ -95,6 +117,7 @@ class EmbeddedStore:
         ``as_of`` are its own traffic and are carried over, so a daily reseed loses nothing.
         """
         seed = read_store_seed(bundle_path)  # the slow part, outside the lock
+        vectors = {t: terminal_values(snap) for t, snap in seed.terminals.items()}
         start = store_day_key(seed.as_of)
         customers = seed.customers
         with self.lock:
@@ -111,6 +134,7 @@ class EmbeddedStore:
                 merged.small.extend(live.small[i:])
             self._customers = customers
             self._terminals = seed.terminals
+            self._terminal_values = vectors
             self.as_of = seed.as_of
             self.seeded_from = str(Path(bundle_path))
             self._created = 0

@@ -13,9 +13,10 @@ from typing import Any, ClassVar
 import bentoml
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fraud_assets.serving.logs import encode_json
 from fraud_assets.serving.schemas import MAX_BODY_BYTES, RequestError
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -23,6 +24,12 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 def error_response(error: RequestError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
+
+
+def json_response(content: Any) -> Response:
+    """A 200 JSON answer encoded by msgspec (C): starlette's ``JSONResponse`` runs
+    ``json.dumps``, several times slower on a 1000-row batch answer. Same JSON values."""
+    return Response(encode_json(content), media_type="application/json")
 
 
 class RequestLimits:

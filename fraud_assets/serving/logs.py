@@ -1,9 +1,14 @@
 """Append-only JSON-lines logs: predictions (for monitoring) and feedback (labels).
 
-Predictions: ``predictions/date=YYYY-MM-DD/part-<pid>.jsonl``, one line per scored request,
-flushed after every write (a crash of the process loses nothing it already answered; an OS
-crash may lose the page cache, which is fine for monitoring data). One file per process so
-workers never interleave; the handle stays open and rotates when the UTC day changes.
+Predictions: ``predictions/date=YYYY-MM-DD/part-<pid>.jsonl``, one line per scored
+transaction (and shadow score), flushed after every write (a crash of the process loses
+nothing it already answered; an OS crash may lose the page cache, which is fine for
+monitoring data). One file per process so workers never interleave; the handle stays open and
+rotates when the UTC day changes.
+
+Rows are ``PredictionRow`` structs (dicts work too) encoded by msgspec in C: with
+``json.dumps`` and one dict per row, logging was ~1/4 of a batch's CPU. Encoding is plain JSON
+(floats in shortest round-trip form); a datetime ``ts`` is written RFC 3339 with ``Z``.
 
 Feedback: ``feedback/feedback.jsonl``, each line written with one ``write`` on an O_APPEND
 descriptor and ``fsync``-ed before the client hears "stored": labels are rare and precious.
@@ -14,9 +19,42 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any
+
+import msgspec
+
+_ENCODER = msgspec.json.Encoder()
+
+
+class PredictionRow(msgspec.Struct, gc=False):
+    """One prediction-log line (field order = key order). ``features``: a struct or dict of
+    every online feature by name (``scoring.Deployment.feature_row``). Not tracked by the
+    collector (``gc=False``): rows are made by the thousand and reference no container that
+    could lead back to them."""
+
+    request_time: str
+    transaction_id: str
+    ts: datetime
+    customer_id: str
+    terminal_id: str
+    amount: float
+    merchant_category: str | None
+    channel: str | None
+    features: Any
+    score: float
+    decision: str
+    model_name: str
+    model_version: str
+    variant: str
+    latency_ms: float
+    bundle_id: str | None
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON of dicts, lists, structs, floats, strings (the answers use it too)."""
+    return _ENCODER.encode(value)
 
 
 def _dumps(row: dict[str, Any]) -> str:
@@ -30,27 +68,27 @@ class PredictionLog:
         self.root = Path(root)
         self._lock = threading.Lock()
         self._day: date | None = None
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self.rows = 0
 
     def path_for(self, day: date) -> Path:
         return self.root / f"date={day.isoformat()}" / f"part-{os.getpid()}.jsonl"
 
-    def _open(self, day: date) -> IO[str]:
+    def _open(self, day: date) -> IO[bytes]:
         if self._file is not None:
             self._file.close()
         path = self.path_for(day)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab")
         self._day = day
         return self._file
 
-    def write(self, rows: list[dict[str, Any]], day: date) -> None:
+    def write(self, rows: list[PredictionRow] | list[dict[str, Any]], day: date) -> None:
         """Append rows (one request's worth) and flush them to the OS."""
-        text = "".join(_dumps(r) + "\n" for r in rows)
+        data = _ENCODER.encode_lines(rows)
         with self._lock:
             handle = self._file if day == self._day and self._file else self._open(day)
-            handle.write(text)
+            handle.write(data)
             handle.flush()
             self.rows += len(rows)
 

@@ -3,14 +3,18 @@
 Validation is strict on purpose: a payment system should reject "12.5" for an amount or a
 timestamp without a timezone rather than guess, and say which field was wrong. Bodies are
 validated straight from JSON bytes (one parse, pydantic-core), so ISO timestamps are accepted
-while numbers-as-strings, strings-as-numbers, NaN and Infinity are not.
+while numbers-as-strings, strings-as-numbers, NaN and Infinity are not. /score_batch bodies
+go through ``parse_batch``: msgspec first (same rules, ~3x cheaper), pydantic for anything
+msgspec does not accept in full, so answers and errors are the same either way.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -27,7 +31,20 @@ MAX_AMOUNT = 1e9  # far above any card payment; keeps window sums finite
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
-STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+# cache_strings="keys": pydantic-core otherwise interns every short string it parses, and
+# a batch's values (ids, timestamps) are nearly all new, so the cache is pure cost (~7% of
+# parsing a batch).
+STRICT = ConfigDict(
+    extra="forbid", strict=True, allow_inf_nan=False, frozen=True, cache_strings="keys"
+)
+
+
+# EARLIEST and LATEST are New Year's midnights (UTC), so the range check is a check of the
+# UTC year: an int comparison instead of two aware-datetime comparisons (this validator runs
+# once per transaction).
+_YEARS = range(EARLIEST.year, LATEST.year)
+if any(bound != datetime(bound.year, 1, 1, tzinfo=UTC) for bound in (EARLIEST, LATEST)):
+    raise RuntimeError("EARLIEST and LATEST must be New Year's midnights in UTC")
 
 
 def _in_utc(ts: datetime) -> datetime:
@@ -36,7 +53,7 @@ def _in_utc(ts: datetime) -> datetime:
         ts = ts.astimezone(UTC)
     except OverflowError:
         raise ValueError("timestamp out of range") from None
-    if not EARLIEST <= ts < LATEST:
+    if ts.year not in _YEARS:
         raise ValueError("timestamp must be between 1970 and 2200")
     return ts
 
@@ -192,3 +209,69 @@ def parse(model: type[M], body: bytes) -> M:
 def parse_optional(model: type[M], body: bytes) -> M:
     """Like ``parse`` but an empty body means ``{}`` (for calls that take no parameters)."""
     return parse(model, body if body.strip() else b"{}")
+
+
+# ------------------------------------------------------------------ batches: a fast path
+
+# /score_batch bodies are first decoded by msgspec into the structs below, which state the same
+# constraints as ``Transaction`` (pydantic builds a model per row: ~2x the CPU). Whatever the
+# fast path does not accept in full goes to ``parse(BatchRequest, ...)``, which then decides:
+# so errors are pydantic's, always, and the fast path only has to never accept what pydantic
+# rejects and to give the same values (tests fuzz both on the same bodies). Timestamps are
+# the delicate part: msgspec rounds fractions past microseconds where pydantic truncates, so
+# a body with more than 6 fractional digits anywhere is left to pydantic.
+_FastId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_FastLabel = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+_FastStamps = list[Annotated[datetime, msgspec.Meta(tz=True)]]
+_LONG_FRACTION = re.compile(r"\.\d{7}")
+
+
+class _FastTransaction(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    transaction_id: _FastId
+    ts: str  # converted after the decode (see above)
+    customer_id: _FastId
+    terminal_id: _FastId
+    amount: Annotated[float, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+    merchant_category: _FastLabel | None = None
+    channel: _FastLabel | None = None
+
+
+class _FastBatch(msgspec.Struct, forbid_unknown_fields=True):
+    transactions: Annotated[
+        list[_FastTransaction], msgspec.Meta(min_length=1, max_length=MAX_BATCH)
+    ]
+
+
+_FAST_BATCH = msgspec.json.Decoder(_FastBatch)
+
+
+def _fast_batch(body: bytes) -> list[dict[str, Any]] | None:
+    """``parse_batch`` for bodies msgspec accepts in full, else None."""
+    try:
+        txs = _FAST_BATCH.decode(body).transactions
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return None
+    stamps = [tx.ts for tx in txs]
+    if _LONG_FRACTION.search("\n".join(stamps)):
+        return None
+    try:  # RFC 3339 with an offset, one C call for the batch
+        times = msgspec.convert(stamps, _FastStamps)
+        times = [t if t.tzinfo is UTC else t.astimezone(UTC) for t in times]
+    except (msgspec.MsgspecError, OverflowError):
+        return None
+    if min(times) < EARLIEST or max(times) >= LATEST:
+        return None
+    rows = list(map(msgspec.structs.asdict, txs))
+    for row, ts in zip(rows, times, strict=True):
+        row["ts"] = ts
+    return rows
+
+
+def parse_batch(body: bytes) -> list[dict[str, Any]]:
+    """The transactions of a /score_batch body as field mappings (``Transaction``'s fields,
+    ``ts`` an aware UTC datetime), or ``RequestError`` exactly as ``parse(BatchRequest, ...)``
+    raises it."""
+    rows = _fast_batch(body)
+    if rows is None:
+        rows = [dict(tx.__dict__) for tx in parse(BatchRequest, body).transactions]
+    return rows

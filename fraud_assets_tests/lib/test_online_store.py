@@ -6,8 +6,10 @@ exercised by the serving tests.
 
 from __future__ import annotations
 
+import bisect
 import json
-from datetime import UTC, date, datetime, timedelta
+import random
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +219,138 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
     stats = store.stats()
     assert stats["customers"] == 2 and stats["history_rows"] == 5
     assert store.terminal("T-unknown") is None
+
+
+# ------------------------------------------------- the online path against its first version
+
+
+def _reference_window(
+    history: F.CustomerHistory, key: int, span: int
+) -> tuple[float, float, float, int]:
+    """The first online implementation: one bisect pair and one slice pass per window."""
+    keys = history.keys
+    lo = bisect.bisect_right(keys, (key // F.TIE_SLOTS) * F.TIE_SLOTS - span + F.TIE_SLOTS - 1)
+    hi = bisect.bisect_right(keys, key)
+    if hi <= lo:
+        return 0.0, 0.0, 0.0, 0
+    count = float(hi - lo)
+    mean = float(sum(history.units[lo:hi])) / count / F.AMOUNT_SCALE
+    return count, mean, max(history.amounts[lo:hi]), sum(history.small[lo:hi])
+
+
+def _reference_online_features(
+    tx: dict[str, Any],
+    history: F.CustomerHistory,
+    terminal: dict[str, float] | None,
+    categoricals: list[str],
+    update: bool = True,
+) -> dict[str, Any]:
+    """``online_features`` as first written (per-window slices, datetime time features)."""
+    ts = tx["ts"].astimezone(UTC)
+    amount = float(tx["amount"])
+    small = F.is_small_online(amount, tx.get("channel"), "channel" in categoricals)
+    ts_us = F.ts_to_us(ts)
+    key = history.next_key(ts_us)
+    history.add(key, amount, small)
+    out: dict[str, Any] = {
+        "amount": amount,
+        "hour": float(ts.hour),
+        "is_weekend": float(ts.weekday() >= 5),
+        "is_night": float(F.is_night(ts.hour)),
+    }
+    for w in F.WINDOWS_DAYS:
+        count, mean, biggest, _ = _reference_window(history, key, w * F.US_PER_DAY * F.TIE_SLOTS)
+        out[f"customer_tx_count_{w}d"] = count
+        out[f"customer_amount_mean_{w}d"] = mean
+        out[f"customer_amount_max_{w}d"] = biggest
+    out["amount_to_customer_mean_30d"] = F.amount_to_mean(amount, out["customer_amount_mean_30d"])
+    count, _, _, small_count = _reference_window(
+        history, key, F.VELOCITY_SECONDS * F.US_PER_SECOND * F.TIE_SLOTS
+    )
+    out["customer_tx_count_1h"] = count
+    out["customer_small_online_count_1h"] = float(small_count)
+    for name in F.TERMINAL_FEATURES:
+        out[name] = float((terminal or {}).get(name, 0.0))
+    for c in categoricals:
+        out[c] = F.UNKNOWN_CATEGORY if tx.get(c) is None else str(tx[c])
+    if not update:
+        i = history.keys.index(key)
+        del history.keys[i], history.amounts[i], history.units[i], history.small[i]
+    else:
+        history.prune(ts_us)
+    return {name: out[name] for name in F.feature_columns(categoricals)}
+
+
+def _state(h: F.CustomerHistory) -> tuple[list[Any], ...]:
+    return h.keys, h.amounts, h.units, h.small
+
+
+def _awkward_stream(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    """Transactions built to be awkward: instants shared by several transactions, late and
+    out-of-order arrivals, gaps beyond 30 days (pruning), equal maxima, tiny and -0.0
+    amounts, channels unknown, non-UTC offsets."""
+    clock = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        step = rng.choice([0, 0, 1, 30, 600, 3_599, 3_600, 86_400, 7 * 86_400, 31 * 86_400])
+        clock += timedelta(seconds=step * rng.random() if rng.random() < 0.3 else step)
+        ts = clock - timedelta(hours=rng.choice([0, 0, 0, 0, 2, 30, 24 * 8]))  # late ones
+        ts = ts.astimezone(timezone(timedelta(hours=rng.choice([0, 0, 5, -7]))))
+        out.append(
+            {
+                "transaction_id": f"t{i}",
+                "ts": ts,
+                "customer_id": f"c{rng.randrange(4)}",
+                "terminal_id": rng.choice(["T1", "T2"]),
+                "amount": rng.choice([0.0, -0.0, 4.99, 5.0, 12.5, 12.5, 300.0, rng.random() * 900]),
+                "merchant_category": rng.choice(["grocery", None]),
+                "channel": rng.choice(["online", "card_present", None]),
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_online_features_equal_their_first_version_exactly(seed: int) -> None:
+    """The index (prefix sums, max stack) and integer time features give bit-identical
+    values and history on an awkward stream, ``update=False`` probes included."""
+    rng = random.Random(seed)
+    terminal = {name: rng.random() for name in F.TERMINAL_FEATURES}
+    ours: dict[str, F.CustomerHistory] = {}
+    theirs: dict[str, F.CustomerHistory] = {}
+    for i, tx in enumerate(_awkward_stream(rng, 1_500)):
+        cats = rng.choice([CATS, ["channel"], [], ["channel", "merchant_category"]])
+        snap = rng.choice([terminal, None])
+        update = rng.random() > 0.1
+        mine = ours.setdefault(tx["customer_id"], F.CustomerHistory())
+        ref = theirs.setdefault(tx["customer_id"], F.CustomerHistory())
+        got = F.online_features(tx, mine, snap, cats, update=update)
+        want = _reference_online_features(tx, ref, snap, cats, update=update)
+        assert list(got) == list(want)
+        for name, value in want.items():  # exact, and -0.0 stays -0.0
+            assert repr(got[name]) == repr(value), (i, name, got[name], value)
+        assert _state(mine) == _state(ref), i
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_online_vectors_of_a_whole_stream_equal_one_call_per_transaction(seed: int) -> None:
+    """A batch goes through ``online_vectors`` in one call (columns built after the loop):
+    the same values and final histories as one first-version call per transaction."""
+    rng = random.Random(seed)
+    terminals = {"T1": {name: rng.random() for name in F.TERMINAL_FEATURES}}
+    stream = _awkward_stream(rng, 1_500)
+    ours: dict[str, F.CustomerHistory] = {}
+    theirs: dict[str, F.CustomerHistory] = {}
+    got: list[tuple[Any, ...]] = []
+    for lo in range(0, len(stream), 300):  # batches of 300, as the service chunks them
+        got += F.online_vectors(
+            stream[lo : lo + 300],
+            lambda c: ours.setdefault(c, F.CustomerHistory()),
+            lambda t: F.terminal_values(terminals.get(t)),
+            CATS,
+        )
+    for tx, vector in zip(stream, got, strict=True):
+        h = theirs.setdefault(tx["customer_id"], F.CustomerHistory())
+        want = _reference_online_features(tx, h, terminals.get(tx["terminal_id"]), CATS)
+        assert [repr(v) for v in vector] == [repr(v) for v in want.values()], tx
+    assert {c: _state(h) for c, h in ours.items()} == {c: _state(h) for c, h in theirs.items()}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -14,10 +16,17 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from fraud_assets.serving import schemas
 from fraud_assets.serving.http import RequestLimits
 from fraud_assets.serving.logs import FeedbackLog, PredictionLog
 from fraud_assets.serving.routing import bucket, route
-from fraud_assets.serving.schemas import BatchRequest, RequestError, ScoreRequest, parse
+from fraud_assets.serving.schemas import (
+    BatchRequest,
+    RequestError,
+    ScoreRequest,
+    parse,
+    parse_batch,
+)
 
 
 def test_bucket_is_the_documented_stable_hash() -> None:
@@ -131,3 +140,114 @@ def test_middleware_answers_method_and_media_type_mistakes_in_json(limited: Test
         "/post", content=b"x", headers={"content-type": "application/vnd.bentoml+pickle"}
     )
     assert pickle.status_code == 415 and pickle.json()["field"] == "content-type"
+
+
+# ------------------------------------------------------- /score_batch's fast parsing path
+
+_IDS = ['"t1"', '""', '"' + "x" * 128 + '"', '"' + "x" * 129 + '"', '"' + "é" * 128 + '"']
+_IDS += ['"' + "\U0001f600" * 128 + '"', '"' + "\U0001f600" * 129 + '"', '"a\\u0000b"']
+_IDS += ['"\\ud800"', '"tab\\there"', "5", "null", "true", '["x"]']
+_TS = [
+    "2026-03-07T13:00:00Z",
+    "2026-03-07T13:00:00.5Z",
+    "2026-03-07T13:00:00.123456+01:00",
+    "2026-03-07T13:00:00.1234567Z",
+    "2026-03-07T13:00:00.9999999Z",
+    "2026-03-07T23:59:59.999999-05:30",
+    "2026-03-07t13:00:00z",
+    "2026-03-07 13:00:00Z",
+    "2026-03-07_13:00:00Z",
+    "2026-03-07T13:00Z",
+    "2026-03-07T13:00:00+0100",
+    "2026-03-07T13:00:00+23:59",
+    "2026-03-07T13:00:00-00:00",
+    "2026-03-07T13:00:00,5Z",
+    "2026-03-07T13:00:00",
+    "20260307T130000Z",
+    "2026-02-29T13:00:00Z",
+    "1970-01-01T00:00:00Z",
+    "1970-01-01T00:30:00+01:00",
+    "1969-12-31T23:59:59.999999Z",
+    "2199-12-31T23:59:59.999999Z",
+    "2200-01-01T00:00:00Z",
+    "2199-12-31T23:30:00-01:00",
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+]
+_AMOUNTS = ["0", "-0", "-0.0", "5", "12.5", "1e9", "1E2", "1000000000.0000001", "1e400", "-1"]
+_AMOUNTS += ["0.1234567890123456789", "123456789.12345678", '"3"', "true", "null", "NaN", "1."]
+_LABELS = ['"online"', '""', '"' + "a" * 64 + '"', '"' + "a" * 65 + '"', "null", "7"]
+
+
+def _fuzz_body(rng: random.Random) -> bytes:
+    """A /score_batch body, valid or subtly not (JSON text built by hand: raw numbers)."""
+
+    def odd(variants: list[str], usual: str) -> str:
+        return rng.choice(variants) if rng.random() < 0.08 else usual
+
+    def stamp() -> str:  # a valid RFC 3339 instant, any offset, 0-6 fractional digits
+        digits = rng.randint(0, 6)
+        fraction = "." + "".join(rng.choices("0123456789", k=digits)) if digits else ""
+        offset = rng.choice(["Z", "+00:00", "+01:00", "-05:30", "+14:00", "-12:00"])
+        day = f"20{rng.randint(10, 40)}-{rng.randint(1, 12):02}-{rng.randint(1, 28):02}"
+        clock = f"{rng.randint(0, 23):02}:{rng.randint(0, 59):02}:{rng.randint(0, 59):02}"
+        return f'"{day}T{clock}{fraction}{offset}"'
+
+    def transaction(i: int) -> str:
+        fields = {
+            "transaction_id": odd(_IDS, f'"t{i}"'),
+            "ts": odd([json.dumps(t) for t in _TS] + ["1", "null"], stamp()),
+            "customer_id": odd(_IDS, '"c1"'),
+            "terminal_id": odd(_IDS, '"T1"'),
+            "amount": odd(_AMOUNTS, rng.choice([repr(rng.random() * 500), str(rng.randint(0, 9))])),
+        }
+        for label in ("merchant_category", "channel"):
+            if rng.random() < 0.6:
+                fields[label] = odd(_LABELS, '"online"')
+        if rng.random() < 0.05:
+            del fields[rng.choice(sorted(fields))]
+        items = [f'"{k}":{v}' for k, v in fields.items()]
+        if rng.random() < 0.05:
+            items.append('"cvv":"123"')
+        if rng.random() < 0.05:
+            items.append(f'"amount":{rng.choice(_AMOUNTS)}')  # a duplicate key: last wins
+        rng.shuffle(items)
+        return "{" + ",".join(items) + "}"
+
+    count = rng.randint(1, 3) if rng.random() < 0.95 else 0
+    body = '{"transactions":[' + ",".join(transaction(i) for i in range(count))
+    body += "]" + (',"debug":true' if rng.random() < 0.03 else "") + "}"
+    return body.encode()
+
+
+def _pydantic_rows(body: bytes) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+    try:
+        return [dict(tx.__dict__) for tx in parse(BatchRequest, body).transactions], None
+    except RequestError as error:
+        return None, error.body()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_batch_parsing_accepts_only_what_pydantic_does_with_the_same_values(
+    seed: int,
+) -> None:
+    """The msgspec path may refuse anything (pydantic then decides), but what it accepts
+    pydantic must accept too, with equal values; errors are always pydantic's."""
+    rng = random.Random(seed)
+    taken = 0
+    for _ in range(400):
+        body = _fuzz_body(rng)
+        want, error = _pydantic_rows(body)
+        fast = schemas._fast_batch(body)
+        if fast is not None:
+            taken += 1
+            assert error is None, (body, error)
+            assert fast == want, body
+            for got, expected in zip(fast, want, strict=True):
+                assert got["ts"].tzinfo is UTC and type(got["amount"]) is float
+                assert repr(got["amount"]) == repr(expected["amount"])  # -0.0 stays -0.0
+        try:
+            assert parse_batch(body) == want
+        except RequestError as exc:
+            assert exc.body() == error
+    assert taken > 150  # the fast path is exercised, not only the fallback

@@ -3,9 +3,11 @@ and the import boundary of ``serving/``."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ def _day(world: World, n: int) -> list[Transaction]:
     return [Transaction(**{f: r[f] for f in fields}) for r in rows]
 
 
+def _rows(txs: list[Transaction]) -> list[dict[str, Any]]:
+    """What ``schemas.parse_batch`` hands the scorer."""
+    return [dict(t.__dict__) for t in txs]
+
+
 def _without_latency(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "latency_ms"} for r in results]
 
@@ -58,7 +65,7 @@ def test_serving_never_imports_polars_or_dagster(bundle: Path) -> None:
 
 def test_batch_equals_one_by_one_on_fresh_state(bundle: Path, world: World, tmp_path: Path) -> None:
     txs = _day(world, 400)
-    batch = _scorer(bundle, tmp_path / "a").score_batch(txs, time.perf_counter())
+    batch = _scorer(bundle, tmp_path / "a").score_batch(_rows(txs), time.perf_counter())
     single_scorer = _scorer(bundle, tmp_path / "b")
     single = [single_scorer.score(t, time.perf_counter()).result for t in txs]
     assert _without_latency(batch) == _without_latency(single)
@@ -66,10 +73,70 @@ def test_batch_equals_one_by_one_on_fresh_state(bundle: Path, world: World, tmp_
     assert [r["transaction_id"] for r in batch] == [t.transaction_id for t in txs]
 
 
+def _logged(scorer: Scorer) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted(scorer.log.root.glob("date=*/part-*.jsonl")):
+        lines += [json.loads(x) for x in path.read_text().splitlines()]
+    return lines
+
+
+def test_an_awkward_batch_equals_one_request_per_row(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    """Rows out of time order for one customer, instants shared by several rows, a duplicate,
+    a replay of an earlier request, new customers and an unknown terminal: the batch answers,
+    logs and leaves the store exactly as one /score per row would."""
+    real = _day(world, 40)
+    t0 = real[-1].ts
+    seeded = real[5].customer_id
+
+    def tx(tid: str, customer: str, seconds: float, amount: float, **kw: Any) -> Transaction:
+        fields = {"merchant_category": "grocery", "channel": "online"} | kw
+        return Transaction(
+            transaction_id=tid,
+            ts=t0 + timedelta(seconds=seconds),
+            customer_id=customer,
+            terminal_id=kw.pop("terminal_id", real[0].terminal_id),
+            amount=amount,
+            **{k: v for k, v in fields.items() if k in ("merchant_category", "channel")},
+        )
+
+    earlier = tx("a-0", "new-1", 0, 3.0)
+    batch = [
+        *real[30:40],
+        tx("a-1", "new-1", 60, 2.0),
+        tx("a-2", "new-1", 60, 2.0),  # same instant: a tie
+        tx("a-3", "new-1", 30, 700.0),  # before the two above: a late arrival
+        tx("a-4", seeded, 10, 1.0, channel=None),
+        tx("a-5", seeded, 10, 1.0, terminal_id="T-never-seen"),
+        tx("a-3", "new-1", 30, 700.0),  # a duplicate within the batch
+        earlier,  # answered by an earlier request: replayed
+        tx("a-6", "new-2", -86_400 * 40, 9.0),  # far in the past
+        tx("a-7", "new-1", 3_600 * 24 * 31, 4.0),  # a month later: prunes the others
+        tx("a-8", "new-1", 45, 1.0),  # then one older than that again
+    ]
+    by_batch, by_rows = _scorer(bundle, tmp_path / "a"), _scorer(bundle, tmp_path / "b")
+    for scorer in (by_batch, by_rows):
+        scorer.score(earlier, time.perf_counter())
+    got = by_batch.score_batch(_rows(batch), time.perf_counter())
+    want = [by_rows.score(t, time.perf_counter()).result for t in batch]
+    assert _without_latency(got) == _without_latency(want)
+    # The earlier request is a replay for both; the in-batch duplicate only for the singles.
+    assert (by_batch.replayed, by_rows.replayed) == (1, 2)
+    logged_batch, logged_rows = _logged(by_batch), _logged(by_rows)
+    assert len(logged_batch) == len(logged_rows) == len(batch) - 1  # each scored id once
+    for a, b in zip(logged_batch, logged_rows, strict=True):
+        for key in ("transaction_id", "ts", "features", "score", "decision", "variant"):
+            assert a[key] == b[key], (key, a["transaction_id"])
+    for customer in ("new-1", "new-2", seeded):
+        got_h, want_h = by_batch.store.history(customer), by_rows.store.history(customer)
+        assert (got_h.keys, got_h.amounts) == (want_h.keys, want_h.amounts)
+
+
 def test_duplicates_in_a_batch_are_scored_once(bundle: Path, world: World, tmp_path: Path) -> None:
     scorer = _scorer(bundle, tmp_path)
     t = _day(world, 1)[0]
-    results = scorer.score_batch([t, t], time.perf_counter())
+    results = scorer.score_batch(_rows([t, t]), time.perf_counter())
     assert results[0] == results[1]
     assert scorer.log.rows == 1
     assert scorer.store.history(t.customer_id).keys[-1] > 0
