@@ -8,6 +8,9 @@ client mistake with one JSON object ``{"error", "field", "message"}``.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import bentoml
@@ -16,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fraud_assets.serving.logs import encode_json
+from fraud_assets.serving.logs import PredictionLog, encode_json
 from fraud_assets.serving.schemas import MAX_BODY_BYTES, RequestError
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -24,6 +27,49 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 def error_response(error: RequestError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
+
+
+class ErrorLogging:
+    """ASGI middleware: every 4xx/5xx answer of an API route becomes a row of a day-partitioned
+    error log (``errors/date=YYYY-MM-DD/part-<pid>.jsonl``: request_time, route, status,
+    error), the denominator-side of ``serving_metrics``' error rate. It sits outside the body
+    limits, so their rejections count too; an exception escaping the app counts as a 500."""
+
+    def __init__(self, app: ASGIApp, *, state_root: str, api_routes: tuple[str, ...]) -> None:
+        self.app = app
+        self.routes = frozenset(api_routes)
+        self.log = PredictionLog(Path(state_root) / "errors")  # same layout, one file per pid
+
+    def _record(self, route: str, status: int, body: bytes) -> None:
+        try:
+            error = str(json.loads(body).get("error"))
+        except (ValueError, AttributeError):
+            error = body[:200].decode("utf-8", "replace")
+        now = datetime.now(UTC)
+        row = {"request_time": now.isoformat(), "route": route, "status": status, "error": error}
+        self.log.write([row], now.date())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        status, body = 0, b""
+
+        async def watch(message: Message) -> None:
+            nonlocal status, body
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 400 and len(body) < 4096:
+                body += message.get("body", b"")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            self._record(scope["path"], 500, b"unhandled exception")
+            raise
+        if status >= 400:
+            self._record(scope["path"], status, body)
 
 
 def json_response(content: Any) -> Response:

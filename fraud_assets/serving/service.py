@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from fraud_assets.lib.bundle import BundleError
 from fraud_assets.lib.online_store import EmbeddedStore
 from fraud_assets.serving.http import (
+    ErrorLogging,
     RequestLimits,
     error_response,
     json_response,
@@ -234,9 +235,15 @@ class FraudScoring:
         return JSONResponse({"action": "rollback", **self.scorer.describe()})
 
 
+_API_ROUTES = tuple(method.route for method in FraudScoring.apis.values())
+FraudScoring.add_asgi_middleware(
+    ErrorLogging,
+    state_root=os.environ.get(STATE_ENV) or DEFAULT_STATE,
+    api_routes=_API_ROUTES,
+)
 FraudScoring.add_asgi_middleware(
     RequestLimits,
     max_body_bytes=MAX_BODY_BYTES,
-    api_routes=tuple(method.route for method in FraudScoring.apis.values()),
+    api_routes=_API_ROUTES,
     get_routes=("/models",),
 )

@@ -409,6 +409,24 @@ def test_service_still_answers_after_bad_inputs(client: httpx.Client) -> None:
     assert resp.status_code == 200 and resp.json()["transaction_id"] == "after-bad"
 
 
+def test_every_rejected_request_is_in_the_error_log(client: httpx.Client, server: Server) -> None:
+    """What serving_metrics counts: the body-limit middleware's 413/415 included."""
+
+    def errors() -> list[dict[str, Any]]:
+        rows = []
+        for path in sorted((server.state / "errors").glob("date=*/part-*.jsonl")):
+            rows.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+        return rows
+
+    before = len(errors())
+    assert client.post("/score", json={"transaction": tx("e1", amount=-1)}).status_code == 400
+    assert client.post("/score_batch", content=BIG).status_code == 413
+    assert client.post("/score", json={"transaction": tx("ok-1", "cust-ok")}).status_code == 200
+    new = errors()[before:]
+    assert [(r["route"], r["status"]) for r in new] == [("/score", 400), ("/score_batch", 413)]
+    assert new[0]["error"] == "invalid_request" and new[1]["error"] == "payload_too_large"
+
+
 # ------------------------------------------------------------------------------ admin
 
 
