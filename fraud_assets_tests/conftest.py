@@ -19,3 +19,14 @@ def instance():
 
     with dg.instance_for_test() as inst:
         yield inst
+
+
+@pytest.fixture(autouse=True)
+def _forget_closed_instances():
+    """An instance that is garbage-collected without being closed leaves Dagster's
+    process-wide "current defs state storage" pointing at it, and the next test that builds
+    Definitions fails with "undefined DagsterInstance weakref". Reset it after every test."""
+    yield
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)

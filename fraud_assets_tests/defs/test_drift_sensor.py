@@ -109,9 +109,27 @@ def test_schedules_target_the_previous_day_once(instance) -> None:
         assert request.partition_key == "2026-03-04"
         assert request.run_key == f"{prefix}-2026-03-04"
         # Once the day's run exists, later ticks (any minute of a tightened cron) skip it.
-        tags = {"dagster/schedule_name": schedule.name, "dagster/partition": "2026-03-04"}
+        tags = {
+            "dagster/schedule_name": schedule.name,
+            "dagster/partition": "2026-03-04",
+            **request.tags,  # the daemon puts a request's tags on its run
+        }
         assert launched.execute_in_process(instance=instance, tags=tags).success
         again = schedule(
             dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         )
         assert isinstance(again, dg.SkipReason), again
+
+
+def test_live_refresh_reruns_days_whose_labels_matured(instance) -> None:
+    from datetime import datetime
+
+    from fraud_assets.defs.automation import live_refresh_schedule
+
+    tick = datetime(2026, 3, 31, 1, 0)
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    requests = list(live_refresh_schedule(context))
+    assert [(r.partition_key, r.tags["label_age"]) for r in requests] == [
+        ("2026-03-24", "7"),
+        ("2026-03-01", "30"),
+    ]
