@@ -301,7 +301,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
         failed = run_partitions(job, [day], workers=1)
         timings[job] = time.perf_counter() - started
         if failed:
-            print(f"{job} failed for {day} (see the Dagster UI)")
+            print(f"{job} stopped for {day}: a blocking check failed (e.g. the promotion gate")
+            print("kept the champion) or a step failed; the Dagster UI says which")
             code = 1
             break
     import dagster as dg
