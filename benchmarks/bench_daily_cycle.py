@@ -20,26 +20,24 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from fraud_assets.cli import state_environment
+
 REPO = Path(__file__).resolve().parents[1]
 END = date(2026, 6, 30)  # the demo's last day; the timed cycle is the day after
 
 
 def environment(workdir: Path) -> dict[str, str]:
-    mlflow = workdir / "mlflow"
-    return os.environ | {
-        "DAGSTER_HOME": str(workdir / "dagster"),
-        "FRAUD_DATA_ROOT": str(workdir / "data"),
-        "FRAUD_REPORTS_ROOT": str(workdir / "reports"),
-        "FRAUD_MLFLOW_DIR": str(mlflow),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
-        "FRAUD_MLFLOW_ARTIFACT_ROOT": str(mlflow / "artifacts"),
-        "BENTOML_HOME": str(workdir / "bentoml"),
-        "PYTHONWARNINGS": "ignore",
-        # A challenger one day newer is rarely better than the champion by any margin, and
-        # the gate then (rightly) stops before packaging; a margin of -1 lets every cycle
-        # reach the Bento build and smoke test, so the timed path is the whole cycle.
-        "FRAUD_PROMOTION_MARGIN": "-1",
-    }
+    return (
+        os.environ
+        | state_environment(workdir)
+        | {
+            "PYTHONWARNINGS": "ignore",
+            # A challenger one day newer is rarely better than the champion by any margin, and
+            # the gate then (rightly) stops before packaging; a margin of -1 lets every cycle
+            # reach the Bento build and smoke test, so the timed path is the whole cycle.
+            "FRAUD_PROMOTION_MARGIN": "-1",
+        }
+    )
 
 
 def cli(env: dict[str, str], *args: str) -> float:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from fraud_assets.cli import state_environment
+
 REPO = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO / "workspace.yaml"
 BIN = Path(sys.executable).parent  # the venv's dagster and dagster-daemon
@@ -35,26 +37,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _env(tmp: Path, drift_day: date) -> dict[str, str]:
-    mlflow = tmp / "mlflow"
-    return os.environ | {
-        "DAGSTER_HOME": str(tmp / "dagster"),
-        "FRAUD_DATA_ROOT": str(tmp / "data"),
-        "FRAUD_REPORTS_ROOT": str(tmp / "reports"),
-        "FRAUD_MLFLOW_DIR": str(mlflow),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
-        "FRAUD_MLFLOW_ARTIFACT_ROOT": str(mlflow / "artifacts"),
-        "BENTOML_HOME": str(tmp / "bentoml"),
-        "FRAUD_PARTITIONS_START": (drift_day - timedelta(days=80)).isoformat(),
-        "FRAUD_SIM_SIZE": "0.25",
-        "FRAUD_SIM_SEED": "11",
-        "FRAUD_SIM_DRIFT": json.dumps([{"kind": "covariate", "start": drift_day.isoformat()}]),
-        "FRAUD_TRAIN_DAYS": "14",
-        "FRAUD_DELAY_DAYS": "7",
-        "FRAUD_TEST_DAYS": "7",
-        "FRAUD_PROMOTION_MIN_AP": "0.05",
-        "FRAUD_DAILY_PIPELINE_CRON": "* * * * *",
-        "PYTHONWARNINGS": "ignore",
-    }
+    return (
+        os.environ
+        | state_environment(tmp)
+        | {
+            "FRAUD_PARTITIONS_START": (drift_day - timedelta(days=80)).isoformat(),
+            "FRAUD_SIM_SIZE": "0.25",
+            "FRAUD_SIM_SEED": "11",
+            "FRAUD_SIM_DRIFT": json.dumps([{"kind": "covariate", "start": drift_day.isoformat()}]),
+            "FRAUD_TRAIN_DAYS": "14",
+            "FRAUD_DELAY_DAYS": "7",
+            "FRAUD_TEST_DAYS": "7",
+            "FRAUD_PROMOTION_MIN_AP": "0.05",
+            "FRAUD_DAILY_PIPELINE_CRON": "* * * * *",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
 
 
 def _cli(env: dict[str, str], *args: str) -> None:

@@ -75,15 +75,22 @@ def _labelled_predictions(context: dg.AssetExecutionContext, day: date) -> pl.Da
     return lm.join_labels(predictions, labels)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    io_manager_key="lake",
-    group_name="monitoring",
-    code_version=LIVE_CODE_VERSION,
-    kinds={"polars"},
-    description="What the scoring service did that day (UTC), from its prediction and error "
+def _live_asset(description: str) -> Any:
+    """The shape every asset here shares: a daily partition of the lake, group monitoring."""
+    return dg.asset(
+        partitions_def=daily_partitions,
+        io_manager_key="lake",
+        group_name="monitoring",
+        code_version=LIVE_CODE_VERSION,
+        kinds={"polars"},
+        description=description,
+    )
+
+
+@_live_asset(
+    "What the scoring service did that day (UTC), from its prediction and error "
     "logs: requests, rows scored, latency p50/p95/p99 per request, error rate, traffic per "
-    "variant (champion / challenger / shadow), model versions seen.",
+    "variant (champion / challenger / shadow), model versions seen."
 )
 def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib import live_monitoring as lm
@@ -154,17 +161,12 @@ def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
     return str(path)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    io_manager_key="lake",
-    group_name="monitoring",
-    code_version=LIVE_CODE_VERSION,
-    kinds={"polars"},
-    description="The day's predictions joined with the labels known so far (fraud_labels from "
+@_live_asset(
+    "The day's predictions joined with the labels known so far (fraud_labels from "
     "the day on + service feedback, latest wins): per variant labelled share, AP, precision "
     "and recall at the alert rule (decision != approve), and the A/B difference "
     "champion - challenger with a bootstrap 95% CI (independent for split traffic, paired "
-    "for shadow mode). `live_ap_champion` and `n_labelled` feed the drift sensor.",
+    "for shadow mode). `live_ap_champion` and `n_labelled` feed the drift sensor."
 )
 def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib import live_monitoring as lm
@@ -218,16 +220,11 @@ def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFram
     return dg.Output(table, metadata=metadata)
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    io_manager_key="lake",
-    group_name="monitoring",
-    code_version=LIVE_CODE_VERSION,
-    kinds={"polars"},
-    description="Money and customers on the day's traffic with the labels known so far: fraud "
+@_live_asset(
+    "Money and customers on the day's traffic with the labels known so far: fraud "
     "amount caught (alerted) and missed (approved), false declines (declined genuine: count "
     "and amount), alert rate; per variant and for all answered traffic (shadow rows are what "
-    "the challenger would have done and are not in the total).",
+    "the challenger would have done and are not in the total)."
 )
 def business_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib import live_monitoring as lm
