@@ -1,0 +1,88 @@
+"""Facts shared by writers and readers: one place each, so the two sides cannot drift apart.
+
+Polars-free and Dagster-free: the scoring service (the writer of the logs and the reader of
+the bundle) imports it as well as the pipeline (the bundle's writer, the logs' reader).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+# ------------------------------------------------------------------- variants and aliases
+# A variant is a model slot of the service; the registry aliases carry the same names.
+CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
+ANSWERING_VARIANTS = (CHAMPION, CHALLENGER)  # the slots a bundle can fill; they answer clients
+LOGGED_VARIANTS = (CHAMPION, CHALLENGER, SHADOW)  # the `variant` values of prediction rows
+PREVIOUS_CHAMPION = "previous_champion"  # registry alias kept for rollback
+SPLIT = "split"  # traffic modes: a sticky share of cards to the challenger, or shadow scoring
+TRAFFIC_MODES = (SPLIT, SHADOW)
+
+# ---------------------------------------------------------------------------- decisions
+APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
+
+# ------------------------------------------------------------------------------ drift
+PSI_ALERT = 0.25  # the usual "significant shift" level: above it, drift alerts and retrains
+
+# ------------------------------------------------------------------- label event sources
+PIPELINE_LABELS = "fraud_labels"  # the source's label events (the `fraud_labels` asset)
+FEEDBACK_LABELS = "feedback"  # the service's /feedback log
+
+# ------------------------------------------------------------------ the service's logs
+# Under the serving-state root: predictions and errors in day folders, one file per process
+# (workers never interleave); feedback in one shared, fsynced file.
+PREDICTIONS_LOG = "predictions"
+ERRORS_LOG = "errors"
+FEEDBACK_LOG = "feedback"
+FEEDBACK_FILE = "feedback.jsonl"
+
+# Fields of each log line, in the order written.
+PREDICTION_FIELDS = (
+    "request_time",
+    "transaction_id",
+    "ts",
+    "customer_id",
+    "terminal_id",
+    "amount",
+    "merchant_category",
+    "channel",
+    "features",
+    "score",
+    "decision",
+    "model_name",
+    "model_version",
+    "variant",
+    "latency_ms",
+    "bundle_id",
+)
+ERROR_FIELDS = ("request_time", "route", "status", "error")
+FEEDBACK_FIELDS = ("received_at", "transaction_id", "is_fraud", "source")
+
+
+def day_folder(state_root: str | os.PathLike[str], log: str, day: date) -> Path:
+    """The folder of one day of a day-partitioned log (predictions or errors)."""
+    return Path(state_root) / log / f"date={day.isoformat()}"
+
+
+def process_log_file(state_root: str | os.PathLike[str], log: str, day: date, pid: int) -> Path:
+    """The file one process appends a day's lines to."""
+    return day_folder(state_root, log, day) / f"part-{pid}.jsonl"
+
+
+def day_log_files(state_root: str | os.PathLike[str], log: str, day: date) -> list[Path]:
+    """Every process's file of one day, in name order (empty when nothing was logged)."""
+    return sorted(day_folder(state_root, log, day).glob("*.jsonl"))
+
+
+def feedback_file(state_root: str | os.PathLike[str]) -> Path:
+    return Path(state_root) / FEEDBACK_LOG / FEEDBACK_FILE
+
+
+# --------------------------------------------------------------------- bundle layout
+# A bundle is the folder packed into the Bento: manifest, model files, online-store seed.
+BUNDLE_MANIFEST = "manifest.json"
+BUNDLE_MODELS_DIR = "models"
+BUNDLE_STORE_DIR = "store"
+BUNDLE_CUSTOMERS_FILE = "customers.npz"
+BUNDLE_TERMINALS_FILE = "terminals.npz"
