@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous_champion"
+from fraud_assets.lib.contracts import CHAMPION, PREVIOUS_CHAMPION
 
 
 def configure_mlflow(tracking_uri: str, experiment: str, artifact_root: str) -> str:
@@ -60,18 +60,18 @@ def promote(client: Any, name: str, version: str) -> AliasChange:
     if old is not None and str(old.version) == str(version):
         return AliasChange(str(version), None)
     if old is not None:
-        client.set_registered_model_alias(name, PREVIOUS, old.version)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, old.version)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     return AliasChange(str(version), str(old.version) if old is not None else None)
 
 
 def rollback(client: Any, name: str) -> AliasChange:
     """Swap `champion` and `previous_champion` (a second rollback undoes the first)."""
-    previous = version_by_alias(client, name, PREVIOUS)
+    previous = version_by_alias(client, name, PREVIOUS_CHAMPION)
     current = version_by_alias(client, name, CHAMPION)
     if previous is None:
-        raise RuntimeError(f"model {name!r} has no {PREVIOUS!r} version to roll back to")
+        raise RuntimeError(f"model {name!r} has no {PREVIOUS_CHAMPION!r} version to roll back to")
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     if current is not None:
-        client.set_registered_model_alias(name, PREVIOUS, current.version)
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
     return AliasChange(str(previous.version), str(current.version) if current else None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 import bentoml
@@ -19,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fraud_assets.serving.logs import PredictionLog, encode_json
+from fraud_assets.lib import contracts
+from fraud_assets.serving.logs import DayLog, encode_json
 from fraud_assets.serving.schemas import MAX_BODY_BYTES, RequestError
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -38,7 +38,7 @@ class ErrorLogging:
     def __init__(self, app: ASGIApp, *, state_root: str, api_routes: tuple[str, ...]) -> None:
         self.app = app
         self.routes = frozenset(api_routes)
-        self.log = PredictionLog(Path(state_root) / "errors")  # same layout, one file per pid
+        self.log = DayLog(state_root, contracts.ERRORS_LOG)
 
     def _record(self, route: str, status: int, body: bytes) -> None:
         try:

@@ -1,10 +1,11 @@
-"""Append-only JSON-lines logs: predictions (for monitoring) and feedback (labels).
+"""Append-only JSON-lines logs under the serving-state root (layout and fields:
+``lib/contracts.py``, which the monitoring readers import too).
 
-Predictions: ``predictions/date=YYYY-MM-DD/part-<pid>.jsonl``, one line per scored
-transaction (and shadow score), flushed after every write (a crash of the process loses
-nothing it already answered; an OS crash may lose the page cache, which is fine for
-monitoring data). One file per process so workers never interleave; the handle stays open and
-rotates when the UTC day changes.
+Predictions and errors: ``<log>/date=YYYY-MM-DD/part-<pid>.jsonl``, one line per scored
+transaction (and shadow score) or failed request, flushed after every write (a crash of the
+process loses nothing it already answered; an OS crash may lose the page cache, which is fine
+for monitoring data). One file per process so workers never interleave; the handle stays open
+and rotates when the UTC day changes.
 
 Rows are ``PredictionRow`` structs (dicts work too) encoded by msgspec in C: with
 ``json.dumps`` and one dict per row, logging was ~1/4 of a batch's CPU. Encoding is plain JSON
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
+
+from fraud_assets.lib import contracts
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -61,18 +64,23 @@ def _dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
 
 
-class PredictionLog:
-    """Day-partitioned prediction log of one process."""
+if PredictionRow.__struct_fields__ != contracts.PREDICTION_FIELDS:  # the readers rely on them
+    raise RuntimeError("PredictionRow's fields differ from contracts.PREDICTION_FIELDS")
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+
+class DayLog:
+    """One process's day-partitioned JSON-lines log (``contracts.PREDICTIONS_LOG`` or
+    ``contracts.ERRORS_LOG`` under the serving-state root)."""
+
+    def __init__(self, state_root: str | os.PathLike[str], log: str) -> None:
+        self.state_root, self.log = Path(state_root), log
         self._lock = threading.Lock()
         self._day: date | None = None
         self._file: IO[bytes] | None = None
         self.rows = 0
 
     def path_for(self, day: date) -> Path:
-        return self.root / f"date={day.isoformat()}" / f"part-{os.getpid()}.jsonl"
+        return contracts.process_log_file(self.state_root, self.log, day, os.getpid())
 
     def _open(self, day: date) -> IO[bytes]:
         if self._file is not None:
@@ -103,8 +111,8 @@ class PredictionLog:
 class FeedbackLog:
     """Durable feedback log shared by all workers (O_APPEND + fsync per write)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.path = Path(root) / "feedback.jsonl"
+    def __init__(self, state_root: str | os.PathLike[str]) -> None:
+        self.path = contracts.feedback_file(state_root)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         created = not self.path.exists()

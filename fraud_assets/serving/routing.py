@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-CHAMPION, CHALLENGER, SHADOW = "champion", "challenger", "shadow"
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
+
 _SCALE = float(2**64)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 from pydantic import (
@@ -24,6 +24,8 @@ from pydantic import (
     StringConstraints,
     ValidationError,
 )
+
+from fraud_assets.lib.contracts import ANSWERING_VARIANTS
 
 MAX_BATCH = 1_000
 MAX_BODY_BYTES = 256 * 1024
@@ -122,6 +124,10 @@ class ScoreResponse(BaseModel):
     variant: Literal["champion", "challenger"]
     latency_ms: float
     reasons: list[Reason] | None = None
+
+
+if get_args(ScoreResponse.model_fields["variant"].annotation) != ANSWERING_VARIANTS:
+    raise RuntimeError("ScoreResponse.variant must list contracts.ANSWERING_VARIANTS")
 
 
 class BatchResponse(BaseModel):

@@ -35,6 +35,7 @@ import msgspec
 import numpy as np
 
 from fraud_assets.lib.bundle import BundleError, model_path, read_manifest
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
 from fraud_assets.lib.features import (
     UNKNOWN_CATEGORY,
     feature_columns,
@@ -42,15 +43,8 @@ from fraud_assets.lib.features import (
     online_vectors,
 )
 from fraud_assets.lib.online_store import OnlineStore
-from fraud_assets.serving.logs import PredictionLog, PredictionRow
-from fraud_assets.serving.routing import (
-    CHALLENGER,
-    CHAMPION,
-    SHADOW,
-    answering_variants,
-    in_shadow,
-    route,
-)
+from fraud_assets.serving.logs import DayLog, PredictionRow
+from fraud_assets.serving.routing import answering_variants, in_shadow, route
 from fraud_assets.serving.schemas import Transaction
 
 # One row is scored on the calling thread: CatBoost's default (all cores) hands each call to
@@ -355,7 +349,7 @@ class Scorer:
     """Owns the current deployment, the online store and the prediction log."""
 
     def __init__(
-        self, bundle_path: str | os.PathLike[str], store: OnlineStore, log: PredictionLog
+        self, bundle_path: str | os.PathLike[str], store: OnlineStore, log: DayLog
     ) -> None:
         self.bundle_path = Path(bundle_path)
         self._catboost = import_catboost()

@@ -40,6 +40,7 @@ import bentoml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fraud_assets.lib import contracts
 from fraud_assets.lib.bundle import BundleError
 from fraud_assets.lib.online_store import EmbeddedStore
 from fraud_assets.serving.http import (
@@ -49,7 +50,7 @@ from fraud_assets.serving.http import (
     json_response,
     raw_json_input,
 )
-from fraud_assets.serving.logs import FeedbackLog, PredictionLog
+from fraud_assets.serving.logs import DayLog, FeedbackLog
 from fraud_assets.serving.schemas import (
     MAX_BODY_BYTES,
     BatchRequest,
@@ -103,8 +104,8 @@ class FraudScoring:
         self.bundle_path = Path(os.environ.get(BUNDLE_ENV) or DEFAULT_BUNDLE)
         state = Path(os.environ.get(STATE_ENV) or DEFAULT_STATE)
         self.admin_key = os.environ.get(ADMIN_KEY_ENV) or None
-        self.predictions = PredictionLog(state / "predictions")
-        self.feedback_log = FeedbackLog(state / "feedback")
+        self.predictions = DayLog(state, contracts.PREDICTIONS_LOG)
+        self.feedback_log = FeedbackLog(state)
         self.scorer = Scorer(self.bundle_path, EmbeddedStore(), self.predictions)
         self._admin_lock = asyncio.Lock()
         # Models, the store seed and the imports live as long as the worker: move them out of

@@ -16,9 +16,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from fraud_assets.lib import contracts
 from fraud_assets.serving import schemas
 from fraud_assets.serving.http import RequestLimits
-from fraud_assets.serving.logs import FeedbackLog, PredictionLog
+from fraud_assets.serving.logs import DayLog, FeedbackLog
 from fraud_assets.serving.routing import bucket, route
 from fraud_assets.serving.schemas import (
     BatchRequest,
@@ -73,13 +74,14 @@ def test_parse_accepts_iso_timestamps_with_any_offset_and_normalises_to_utc() ->
     assert parsed.transaction.amount == 5.0 and parsed.explain is False
 
 
-def test_prediction_log_rotates_by_day_and_flushes_each_write(tmp_path: Path) -> None:
-    log = PredictionLog(tmp_path)
+def test_day_log_rotates_by_day_and_flushes_each_write(tmp_path: Path) -> None:
+    log = DayLog(tmp_path, contracts.PREDICTIONS_LOG)
     log.write([{"a": 1}], date(2026, 3, 7))
     log.write([{"a": 2}, {"a": 3}], date(2026, 3, 7))
     # Readable before close: flushed.
     first = log.path_for(date(2026, 3, 7))
     assert first.name == f"part-{os.getpid()}.jsonl"
+    assert contracts.day_log_files(tmp_path, contracts.PREDICTIONS_LOG, date(2026, 3, 7)) == [first]
     assert [json.loads(x)["a"] for x in first.read_text().splitlines()] == [1, 2, 3]
     log.write([{"a": 4}], date(2026, 3, 8))
     assert log.path_for(date(2026, 3, 8)).read_text() == '{"a":4}\n'
@@ -97,6 +99,7 @@ def test_feedback_log_appends_across_reopen(tmp_path: Path) -> None:
         "a",
         "b",
     ]
+    assert again.path == contracts.feedback_file(tmp_path)
     again.close()
 
 

@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 
 from fraud_assets.lib.bundle import BundleError
+from fraud_assets.lib.contracts import PREDICTIONS_LOG
 from fraud_assets.lib.online_store import EmbeddedStore
-from fraud_assets.serving.logs import PredictionLog
+from fraud_assets.serving.logs import DayLog
 from fraud_assets.serving.schemas import Transaction
 from fraud_assets.serving.scoring import NothingToRollBack, Scorer
 from fraud_assets_tests.serving.support import World, write_world_bundle
@@ -28,7 +29,7 @@ def bundle(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _scorer(bundle: Path, tmp: Path) -> Scorer:
-    return Scorer(bundle, EmbeddedStore(), PredictionLog(tmp / "predictions"))
+    return Scorer(bundle, EmbeddedStore(), DayLog(tmp, PREDICTIONS_LOG))
 
 
 def _day(world: World, n: int) -> list[Transaction]:
@@ -75,7 +76,7 @@ def test_batch_equals_one_by_one_on_fresh_state(bundle: Path, world: World, tmp_
 
 def _logged(scorer: Scorer) -> list[dict[str, Any]]:
     lines = []
-    for path in sorted(scorer.log.root.glob("date=*/part-*.jsonl")):
+    for path in sorted((scorer.log.state_root / PREDICTIONS_LOG).glob("date=*/part-*.jsonl")):
         lines += [json.loads(x) for x in path.read_text().splitlines()]
     return lines
 
