@@ -20,7 +20,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
-from fraud_assets.cli import state_environment
+from fraud_assets.settings import state_environment
 
 REPO = Path(__file__).resolve().parents[1]
 END = date(2026, 6, 30)  # the demo's last day; the timed cycle is the day after

@@ -18,7 +18,7 @@ import polars as pl
 from fraud_assets.lib import features as F
 from fraud_assets.lib.modeling import CatBoostParams, train_catboost
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
-from fraud_assets.lib.training import SplitConfig, build_training_set
+from fraud_assets.lib.time_split import SplitConfig, build_training_set
 
 warnings.filterwarnings("ignore", message="Sortedness")
 END = date(2026, 3, 31)

@@ -28,21 +28,6 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def state_environment(root: Path) -> dict[str, str]:
-    """Environment variables that put every store (Dagster instance, lake, reports, MLflow,
-    BentoML) in one folder: a backtest, a benchmark or a test never touches the project's."""
-    mlflow = root / "mlflow"
-    return {
-        "DAGSTER_HOME": str(root / "dagster"),
-        "FRAUD_DATA_ROOT": str(root / "data"),
-        "FRAUD_REPORTS_ROOT": str(root / "reports"),
-        "FRAUD_MLFLOW_DIR": str(mlflow),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
-        "FRAUD_MLFLOW_ARTIFACT_ROOT": str(mlflow / "artifacts"),
-        "BENTOML_HOME": str(root / "bentoml"),
-    }
-
-
 def demo_days(days: int, end: date) -> list[date]:
     return [end - timedelta(days=i) for i in reversed(range(days))]
 
@@ -233,7 +218,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             "FRAUD_TRAIN_DAYS": str(args.train_days),
             "FRAUD_DELAY_DAYS": str(args.delay_days),
             "FRAUD_TEST_DAYS": str(args.test_days),
-            **state_environment(out),
+            **settings.state_environment(out),
             # Real data is lumpier than the simulator: gates stay on, bands are wider.
             "FRAUD_ROW_COUNT_BAND": os.environ.get("FRAUD_ROW_COUNT_BAND", "0.95"),
             "FRAUD_LABEL_RATE_MIN": os.environ.get("FRAUD_LABEL_RATE_MIN", "0"),

@@ -40,6 +40,25 @@ BENTOML_HOME = _path("BENTOML_HOME", ".bentoml")
 # the repo root): monitoring reads them.
 SERVING_STATE = _path("FRAUD_SERVING_STATE", "serving_state")
 
+
+def state_environment(root: Path) -> dict[str, str]:
+    """Environment variables that put every store (Dagster instance, lake, reports, MLflow,
+    BentoML, the service's logs) in one folder: a backtest, a benchmark or a test never
+    touches the project's. Settings are read at import: a process started with this
+    environment sees it everywhere."""
+    mlflow = root / "mlflow"
+    return {
+        "DAGSTER_HOME": str(root / "dagster"),
+        "FRAUD_DATA_ROOT": str(root / "data"),
+        "FRAUD_REPORTS_ROOT": str(root / "reports"),
+        "FRAUD_MLFLOW_DIR": str(mlflow),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
+        "FRAUD_MLFLOW_ARTIFACT_ROOT": str(mlflow / "artifacts"),
+        "BENTOML_HOME": str(root / "bentoml"),
+        "FRAUD_SERVING_STATE": str(root / "serving_state"),
+    }
+
+
 # Partitions: the first day the pipeline knows about.
 PARTITIONS_START = _env("FRAUD_PARTITIONS_START", "2026-01-01")
 

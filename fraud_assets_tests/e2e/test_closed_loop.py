@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fraud_assets.cli import state_environment
+from fraud_assets.settings import state_environment
 
 REPO = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO / "workspace.yaml"

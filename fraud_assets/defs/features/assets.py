@@ -10,7 +10,7 @@ from fraud_assets.defs.common import check_results, concat_labels, concat_partit
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib import features as F
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
-from fraud_assets.lib.training import SplitConfig, build_training_set
+from fraud_assets.lib.time_split import SplitConfig, build_training_set
 from fraud_assets.lib.versioning import code_version, data_version
 
 FEATURES_CODE_VERSION = f"{F.FEATURE_CODE_VERSION}-{code_version(F)}"

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from fraud_assets.lib.training import SplitConfig, build_training_set
+from fraud_assets.lib.time_split import SplitConfig, build_training_set
 
 LAST = date(2026, 3, 31)
 CFG = SplitConfig(train_days=10, delay_days=3, test_days=5, validation_share=0.2)
