@@ -54,7 +54,6 @@ import psutil
 from fraud_assets.lib.bundle import model_path, read_manifest
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.serving.scoring import SINGLE_ROW_THREADS
-from fraud_assets_tests.serving import support
 from fraud_assets_tests.serving.support import Server, World, build_world, write_world_bundle
 
 NAIVE_SERVICE = "benchmarks.naive_service:NaiveScoring"
@@ -96,16 +95,11 @@ def fmt_pct(p: tuple[float, float, float]) -> str:
 
 
 class NaiveServer(Server):
-    """``support.Server`` serving the naive service: ``start`` reads ``support.SERVICE``,
-    so it is pointed at the naive service for the duration of the call."""
+    """``Server`` serving the naive service instead of ours."""
 
-    def start(self, timeout: float = 90.0) -> None:
-        saved = support.SERVICE
-        support.SERVICE = NAIVE_SERVICE
-        try:
-            super().start(timeout)
-        finally:
-            support.SERVICE = saved
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.target = NAIVE_SERVICE
 
 
 def tree_cpu_seconds(server: Server) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,13 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from fraud_assets.lib.contracts import PSI_ALERT
+from fraud_assets.lib.processes import DagsterDaemon
 from fraud_assets.settings import state_environment
 
 REPO = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO / "workspace.yaml"
 BIN = Path(sys.executable).parent  # the venv's dagster and dagster-daemon
 TIMEOUT_S = 1200
-PSI_ALERT = 0.25
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -85,19 +85,19 @@ def _champion(env: dict[str, str]) -> str:
     return str(client.get_model_version_by_alias("fraud_model", "champion").version)
 
 
-def _wait_for_retraining(instance, daemon: subprocess.Popen, log: Path) -> list:
+def _wait_for_retraining(instance, daemon: DagsterDaemon) -> list:
     """Until the sensor's training run has ended (or the deadline, or a dead daemon)."""
     import dagster as dg
 
     finished = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE}
     deadline = time.time() + TIMEOUT_S
     while time.time() < deadline:
-        assert daemon.poll() is None, f"dagster-daemon exited:\n{log.read_text()[-4000:]}"
+        assert daemon.running(), f"dagster-daemon exited:\n{daemon.log_tail()}"
         runs = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name")]
         if runs and all(r.status in finished for r in runs):
             return runs
         time.sleep(5)
-    raise AssertionError(f"no retraining in {TIMEOUT_S} s:\n{log.read_text()[-4000:]}")
+    raise AssertionError(f"no retraining in {TIMEOUT_S} s:\n{daemon.log_tail()}")
 
 
 def test_drift_on_day_d_retrains_promotes_and_rebuilds_the_bento(tmp_path: Path) -> None:
@@ -146,18 +146,11 @@ def test_drift_on_day_d_retrains_promotes_and_rebuilds_the_bento(tmp_path: Path)
         timeout=300,
     )
     log = tmp_path / "daemon.log"
-    with log.open("w") as out:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", str(WORKSPACE)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    daemon = DagsterDaemon(WORKSPACE, log_path=log, env=env, cwd=REPO)
+    daemon.start()
     try:
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            sensor_runs = _wait_for_retraining(instance, daemon, log)
+            sensor_runs = _wait_for_retraining(instance, daemon)
             scheduled = [r for r in instance.get_runs() if r.tags.get("dagster/schedule_name")]
             # Calm days: monitored, below the alert level, no retraining for them.
             for day in calm_days:
@@ -171,7 +164,7 @@ def test_drift_on_day_d_retrains_promotes_and_rebuilds_the_bento(tmp_path: Path)
             (retraining,) = sensor_runs
             assert retraining.job_name == "training"
             assert retraining.tags["dagster/run_key"] == f"drift-{drift_day.isoformat()}"
-            assert retraining.status == dg.DagsterRunStatus.SUCCESS, log.read_text()[-4000:]
+            assert retraining.status == dg.DagsterRunStatus.SUCCESS, daemon.log_tail()
             # Evaluated, promoted over the weak champion, packaged and smoke-tested.
             evaluation = _metadata(instance, "model_evaluation", drift_day)
             assert (
@@ -193,8 +186,4 @@ def test_drift_on_day_d_retrains_promotes_and_rebuilds_the_bento(tmp_path: Path)
             assert checks.get("promotion_gate") is True, checks
             assert checks.get("bento_smoke_test") is True, checks
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        daemon.stop(timeout=60)

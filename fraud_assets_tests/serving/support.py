@@ -5,24 +5,18 @@ Kept out of conftest so a benchmark or a notebook can build the same bundle.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
-import psutil
 
 from fraud_assets.lib import features as F
 from fraud_assets.lib.bundle import store_seed_from_frames, write_bundle
+from fraud_assets.lib.processes import BentoServer
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,86 +121,27 @@ def write_world_bundle(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``bentoml serve`` in its own process group, on a free local port."""
+class Server(BentoServer):
+    """``bentoml serve`` of the service module with a bundle, logs under ``state``."""
 
     def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
         self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.log_path = home / "server.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 90.0) -> None:
-        self.port = free_port()
         env = {
             **os.environ,
-            "FRAUD_BUNDLE": str(self.bundle),
-            "FRAUD_SERVING_STATE": str(self.state),
-            "BENTOML_HOME": str(self.home / "bentoml"),
+            "FRAUD_BUNDLE": str(bundle),
+            "FRAUD_SERVING_STATE": str(state),
+            "BENTOML_HOME": str(home / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "True",
             "PYTHONUNBUFFERED": "1",
         }
         env.pop("FRAUD_ADMIN_KEY", None)
-        if self.admin_key is not None:
-            env["FRAUD_ADMIN_KEY"] = self.admin_key
-        bentoml = Path(sys.executable).with_name("bentoml")
-        cmd = [str(bentoml), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(self.port)]
-        self.home.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_tail()}")
+        if admin_key is not None:
+            env["FRAUD_ADMIN_KEY"] = admin_key
+        super().__init__(SERVICE, log_path=home / "server.log", env=env, cwd=REPO)
 
-    def stop(self, sig: int = signal.SIGKILL) -> None:
-        """Signal the arbiter's group and every worker by pid (workers run in sessions of
-        their own, so a group kill alone would orphan them), then wait for all of them."""
-        if self.proc is None:
-            return
-        try:
-            arbiter = psutil.Process(self.proc.pid)
-            family = [arbiter, *arbiter.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            family = []
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(sig)
-        _, alive = psutil.wait_procs(family, timeout=15)
-        for process in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()
-        psutil.wait_procs(alive, timeout=15)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=15)
-        self.proc = None
+    def start(self, timeout: float = 90.0) -> None:
+        super().start(timeout)
 
-    def pids(self) -> list[int]:
-        """The arbiter and its workers."""
-        if self.proc is None:
-            return []
-        arbiter = psutil.Process(self.proc.pid)
-        return [arbiter.pid, *(p.pid for p in arbiter.children(recursive=True))]
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
+        """kill -9 by default: no shutdown hook runs, as in a crash."""
+        super().stop(sig, timeout)

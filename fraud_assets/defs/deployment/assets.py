@@ -4,10 +4,6 @@ import copy
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -188,12 +184,6 @@ def fraud_bento(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _sample_transactions(store: dict, n: int = 20) -> list[dict]:
     """Requests for the day the store serves: known customers at known terminals."""
     day = date.fromisoformat(store["as_of"])
@@ -249,58 +239,31 @@ def bento_smoke_test(
 ) -> dg.AssetCheckResult:
     import httpx
 
-    port = _free_port()
+    from fraud_assets.lib.processes import BentoServer
+
     state = Path(settings.DATA_ROOT) / "bento_smoke" / context.partition_key
     shutil.rmtree(state, ignore_errors=True)
     env = os.environ | {
         "BENTOML_HOME": fraud_bento["bentoml_home"],
         "FRAUD_SERVING_STATE": str(state),
     }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            fraud_bento["tag"],
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server = BentoServer(fraud_bento["tag"], log_path=state / "server.log", env=env)
     txs = _sample_transactions(online_feature_store)
+    served, versions = [], []
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                return dg.AssetCheckResult(passed=False, description=f"bentoml serve exited: {err}")
-            time.sleep(0.5)
-        else:
-            return dg.AssetCheckResult(passed=False, description="service not ready in 120 s")
-        served, versions = [], []
+        server.start()
         for tx in txs:
-            r = httpx.post(f"{base}/score", json={"transaction": tx}, timeout=10)
+            r = httpx.post(f"{server.url}/score", json={"transaction": tx}, timeout=10)
             if r.status_code != 200:
                 return dg.AssetCheckResult(
                     passed=False, description=f"/score {r.status_code}: {r.text[:500]}"
                 )
             served.append(r.json()["fraud_probability"])
             versions.append(r.json()["model_version"])
+    except (RuntimeError, TimeoutError) as exc:  # it never served: the log says why
+        return dg.AssetCheckResult(passed=False, description=str(exc)[-2000:])
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        server.stop()
     unknown = set(versions) - set(fraud_bento.get("variants", {}).values())
     if fraud_bento.get("variants") and unknown:
         return dg.AssetCheckResult(passed=False, description=f"served unknown versions {unknown}")
@@ -312,7 +275,7 @@ def bento_smoke_test(
         metadata={
             "max_abs_diff": diff,
             "samples": len(txs),
-            "port": port,
+            "port": server.port,
             "scores": json.dumps([round(s, 6) for s in served]),
             "versions_served": ", ".join(sorted(set(versions))),
         },
