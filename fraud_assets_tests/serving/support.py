@@ -126,20 +126,21 @@ class Server(BentoServer):
 
     def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
         self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
-        env = {
+        super().__init__(SERVICE, log_path=home / "server.log", cwd=REPO)
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start with the current attributes (a test may change the admin key between runs)."""
+        self.env = {
             **os.environ,
-            "FRAUD_BUNDLE": str(bundle),
-            "FRAUD_SERVING_STATE": str(state),
-            "BENTOML_HOME": str(home / "bentoml"),
+            "FRAUD_BUNDLE": str(self.bundle),
+            "FRAUD_SERVING_STATE": str(self.state),
+            "BENTOML_HOME": str(self.home / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "True",
             "PYTHONUNBUFFERED": "1",
         }
-        env.pop("FRAUD_ADMIN_KEY", None)
-        if admin_key is not None:
-            env["FRAUD_ADMIN_KEY"] = admin_key
-        super().__init__(SERVICE, log_path=home / "server.log", env=env, cwd=REPO)
-
-    def start(self, timeout: float = 90.0) -> None:
+        self.env.pop("FRAUD_ADMIN_KEY", None)
+        if self.admin_key is not None:
+            self.env["FRAUD_ADMIN_KEY"] = self.admin_key
         super().start(timeout)
 
     def stop(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
