@@ -5,13 +5,13 @@ code runs on the embedded default and on production infrastructure.
 """
 
 import json
-from pathlib import Path
 
 import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs import automation, jobs
 from fraud_assets.defs.deployment import assets as deployment_assets
+from fraud_assets.defs.deployment import smoke_test
 from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
@@ -20,9 +20,11 @@ from fraud_assets.defs.monitoring import live as live_monitoring
 from fraud_assets.defs.monitoring.sensors import drift_sensor
 from fraud_assets.defs.training import assets as training_assets
 from fraud_assets.defs.training import evaluation
+from fraud_assets.resources.bento import BentoBuilder
 from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
-from fraud_assets.resources.mlflow import mlflow_resource
+from fraud_assets.resources.mlflow import ModelRegistry, mlflow_resource
 from fraud_assets.resources.source import TransactionSourceResource
+from fraud_assets.resources.storage import LakeStorage, ServingLogs
 
 ASSET_MODULES = [
     ingestion_assets,
@@ -33,7 +35,7 @@ ASSET_MODULES = [
     monitoring_assets,
     live_monitoring,
 ]
-CHECK_MODULES = [ingestion_checks, evaluation, deployment_assets]
+CHECK_MODULES = [ingestion_checks, evaluation, smoke_test]
 
 
 def default_source() -> TransactionSourceResource:
@@ -47,15 +49,21 @@ def default_source() -> TransactionSourceResource:
     )
 
 
-def default_resources(data_root: str | None = None) -> dict:
-    root = data_root or settings.DATA_ROOT
+def default_resources() -> dict:
+    """Every resource, from settings: the one place infrastructure is chosen."""
+    storage = LakeStorage.from_settings()
+    model_registry = ModelRegistry.from_settings()
     return {
-        "lake": PolarsParquetIOManagerResource(base_path=root),
-        "artifacts": dg.FilesystemIOManager(base_dir=str(Path(root) / "artifacts")),
+        "lake": PolarsParquetIOManagerResource(base_path=storage.data_root),
+        "artifacts": dg.FilesystemIOManager(base_dir=str(storage.work_dir("artifacts"))),
+        "storage": storage,
+        "serving_logs": ServingLogs.from_settings(),
         "source": default_source(),
         "raw_quality": ingestion_checks.RawQualityResource(),
         "promotion": evaluation.PromotionConfig(),
-        "mlflow": mlflow_resource(),
+        "model_registry": model_registry,
+        "mlflow": mlflow_resource(model_registry),
+        "bento_builder": BentoBuilder.from_settings(),
     }
 
 

@@ -84,15 +84,32 @@ def test_lib_is_plain_python() -> None:
     assert not {m: i for m, i in bad.items() if i}
 
 
-def test_serving_and_everything_it_reaches_stay_out_of_dagster_polars_settings() -> None:
+def served_modules() -> set[str]:
+    """The serving package and every package module it reaches."""
     reached, todo = set(), [m for m in MODULES if m.startswith("fraud_assets.serving")]
     while todo:
         module = todo.pop()
         if module not in reached:
             reached.add(module)
             todo.extend(internal_imports(module))
-    bad = {m: sorted(i for i in imports_of(m) if _in(i, SERVING_FORBIDDEN)) for m in reached}
+            parent = module.rpartition(".")[0]
+            todo.extend([parent] if parent in MODULES else [])  # its package's __init__
+    return reached
+
+
+def test_serving_and_everything_it_reaches_stay_out_of_dagster_polars_settings() -> None:
+    bad = {
+        m: sorted(i for i in imports_of(m) if _in(i, SERVING_FORBIDDEN)) for m in served_modules()
+    }
     assert not {m: i for m, i in bad.items() if i}
+
+
+def test_the_bento_contains_every_module_the_service_imports() -> None:
+    from fraud_assets.resources.bento import bento_files
+
+    packed = {p.as_posix() for p in bento_files(PACKAGE.parent)}
+    needed = {MODULES[m].relative_to(PACKAGE.parent).as_posix() for m in served_modules()}
+    assert needed <= packed, f"missing from bentofile.yaml's include: {sorted(needed - packed)}"
 
 
 def test_no_upward_imports() -> None:

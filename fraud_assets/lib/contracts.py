@@ -86,3 +86,6 @@ BUNDLE_MODELS_DIR = "models"
 BUNDLE_STORE_DIR = "store"
 BUNDLE_CUSTOMERS_FILE = "customers.npz"
 BUNDLE_TERMINALS_FILE = "terminals.npz"
+# Where the bundle sits inside a Bento (and a build folder): the service loads it from there
+# unless FRAUD_BUNDLE says otherwise.
+SERVICE_BUNDLE_DIR = "fraud_assets/serving/bundle"

@@ -71,7 +71,7 @@ BUNDLE_ENV = "FRAUD_BUNDLE"
 STATE_ENV = "FRAUD_SERVING_STATE"
 ADMIN_KEY_ENV = "FRAUD_ADMIN_KEY"
 HOT_PATH_TELEMETRY_ENV = "FRAUD_HOT_PATH_TELEMETRY"
-DEFAULT_BUNDLE = Path(__file__).with_name("bundle")
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / contracts.SERVICE_BUNDLE_DIR
 DEFAULT_STATE = "serving_state"
 # Collect the young generation every 10k net allocations instead of 700. Measured on a batch
 # replay: with the defaults, collections cost ~12 us per scored transaction (~20% of the

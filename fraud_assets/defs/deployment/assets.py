@@ -1,11 +1,7 @@
 """online_feature_store (state as of a day's end) and fraud_bento (the packaged service)."""
 
-import copy
 import json
-import os
-import shutil
-from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -14,14 +10,10 @@ from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib import features as F
-
-SERVICE_FILES = [
-    "fraud_assets/__init__.py",
-    "fraud_assets/lib/__init__.py",
-    "fraud_assets/lib/features.py",
-    "fraud_assets/lib/bundle.py",
-    "fraud_assets/lib/online_store.py",
-]
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
+from fraud_assets.resources.bento import BentoBuilder
+from fraud_assets.resources.mlflow import ModelRegistry
+from fraud_assets.resources.storage import LakeStorage
 
 
 @dg.asset(
@@ -59,42 +51,23 @@ def online_feature_store(
     )
 
 
-def _build_context(day: str) -> Path:
-    root = Path(settings.DATA_ROOT) / "bento_build" / day
-    if root.exists():
-        shutil.rmtree(root)
-    for rel in SERVICE_FILES:
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(settings.PROJECT_ROOT / rel, target)
-    shutil.copytree(
-        settings.PROJECT_ROOT / "fraud_assets" / "serving",
-        root / "fraud_assets" / "serving",
-        ignore=shutil.ignore_patterns("__pycache__", "bundle"),
-    )
-    shutil.copyfile(settings.PROJECT_ROOT / "bentofile.yaml", root / "bentofile.yaml")
-    return root
-
-
 class TrafficConfig(dg.Config):
     """Which variants the Bento serves: the challenger alias joins when it differs from the
     champion and either takes a share of cards or shadows every request."""
 
     challenger_share: float = settings.CHALLENGER_SHARE
-    mode: str = settings.TRAFFIC_MODE  # "split" or "shadow"
+    mode: str = settings.TRAFFIC_MODE  # contracts.TRAFFIC_MODES: "split" or "shadow"
 
     @property
     def wants_challenger(self) -> bool:
-        return self.mode == "shadow" or self.challenger_share > 0
+        return self.mode == SHADOW or self.challenger_share > 0
 
 
-def _variant(version: Any, fallback: dict) -> dict:
+def _variant(model_registry: ModelRegistry, version: Any, fallback: dict) -> dict:
     """A registry version as a bundle variant: its model and the thresholds evaluated for it."""
-    import mlflow
-
     tags = version.tags or {}
     return {
-        "model": mlflow.catboost.load_model(f"models:/{version.name}/{version.version}"),
+        "model": model_registry.load_model(str(version.version)),
         "version": str(version.version),
         "thresholds": {
             "review": float(tags.get("threshold", fallback["review"])),
@@ -115,39 +88,37 @@ def _variant(version: Any, fallback: dict) -> dict:
 def fraud_bento(
     context: dg.AssetExecutionContext,
     config: TrafficConfig,
+    model_registry: ModelRegistry,
+    storage: LakeStorage,
+    bento_builder: BentoBuilder,
     champion_model: dict,
     online_feature_store: dict,
 ) -> dg.Output[dict]:
-    import bentoml
     import mlflow
 
-    from fraud_assets.lib import registry
     from fraud_assets.lib.bundle import write_bundle
-    from fraud_assets.lib.registry import configure_mlflow
 
     day = partition_day(context).isoformat()
-    configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
     name, version = champion_model["model_name"], str(champion_model["champion"])
-    client = mlflow.MlflowClient()
-    meta = client.get_model_version(name, version)
+    meta = model_registry.client().get_model_version(name, version)
     run_inputs = mlflow.artifacts.load_dict(f"runs:/{meta.run_id}/model_inputs.json")
-    variants = {"champion": _variant(meta, champion_model["thresholds"])}
+    variants = {CHAMPION: _variant(model_registry, meta, champion_model["thresholds"])}
     traffic = {"challenger_share": config.challenger_share, "mode": config.mode}
-    challenger = registry.version_by_alias(client, name, registry.CHALLENGER)
+    challenger = model_registry.version(CHALLENGER)
     if config.wants_challenger and challenger is not None and challenger.version != version:
         inputs = mlflow.artifacts.load_dict(f"runs:/{challenger.run_id}/model_inputs.json")
         if inputs["features"] == run_inputs["features"]:
-            variants["challenger"] = _variant(challenger, champion_model["thresholds"])
+            variants[CHALLENGER] = _variant(
+                model_registry, challenger, champion_model["thresholds"]
+            )
         else:  # the bundle has one feature schema: a challenger on other features waits
             context.log.warning(f"challenger v{challenger.version} uses other features: left out")
-    if "challenger" not in variants:
+    if CHALLENGER not in variants:
         traffic = None
-    thresholds = variants["champion"]["thresholds"]
-    ctx = _build_context(day)
+    thresholds = variants[CHAMPION]["thresholds"]
+    folder = storage.work_dir("bento_build", day)
     bundle = write_bundle(
-        ctx / "fraud_assets" / "serving" / "bundle",
+        bento_builder.stage(folder),
         model_name=name,
         features=run_inputs["features"],
         categoricals=run_inputs["categoricals"],
@@ -157,9 +128,7 @@ def fraud_bento(
         terminal_rows=online_feature_store["terminals"],
         store_as_of=date.fromisoformat(online_feature_store["as_of"]),
     )
-    os.environ.setdefault("BENTOML_HOME", settings.BENTOML_HOME)
-    bento = bentoml.bentos.build_bentofile(str(ctx / "bentofile.yaml"), build_ctx=str(ctx))
-    tag = str(bento.tag)
+    tag = bento_builder.build(folder)
     described = ", ".join(f"{k} v{v['version']}" for k, v in variants.items())
     context.log.info(f"built Bento {tag} with {name}: {described}; traffic {traffic}")
     return dg.Output(
@@ -170,7 +139,7 @@ def fraud_bento(
             "variants": {k: v["version"] for k, v in variants.items()},
             "traffic": traffic,
             "bundle": str(bundle),
-            "bentoml_home": os.environ["BENTOML_HOME"],
+            "bentoml_home": bento_builder.bentoml_home,
             "store_as_of": online_feature_store["as_of"],
         },
         metadata={
@@ -179,104 +148,6 @@ def fraud_bento(
             "variants": described,
             "traffic": json.dumps(traffic),
             "thresholds": thresholds,
-            "serve": f"BENTOML_HOME={os.environ['BENTOML_HOME']} bentoml serve {tag}",
-        },
-    )
-
-
-def _sample_transactions(store: dict, n: int = 20) -> list[dict]:
-    """Requests for the day the store serves: known customers at known terminals."""
-    day = date.fromisoformat(store["as_of"])
-    customers = sorted(store["histories"])[:n]
-    terminals = sorted(store["terminals"])[:n]
-    start = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
-    return [
-        {
-            "transaction_id": f"smoke-{i}",
-            "ts": (start + timedelta(minutes=7 * i)).isoformat().replace("+00:00", "Z"),
-            "customer_id": c,
-            "terminal_id": terminals[i % len(terminals)],
-            "amount": round(5.0 + 37.5 * i, 2),
-            "merchant_category": "electronics",
-            "channel": "online" if i % 2 else "card_present",
-        }
-        for i, c in enumerate(customers)
-    ]
-
-
-def _offline_scores(bento: dict, store: dict, txs: list[dict], versions: list[str]) -> list[float]:
-    """What the library computes for the same requests: online features + the CatBoost
-    model of the version that answered each one (the champion or a challenger)."""
-    import mlflow
-
-    from fraud_assets.lib.bundle import read_manifest
-
-    manifest = read_manifest(bento["bundle"])
-    models = {
-        v: mlflow.catboost.load_model(f"models:/{bento['model_name']}/{v}") for v in set(versions)
-    }
-    histories = copy.deepcopy(store["histories"])
-    cats = manifest["categoricals"]
-    out = []
-    for tx, version in zip(txs, versions, strict=True):
-        row = dict(tx, ts=datetime.fromisoformat(tx["ts"].replace("Z", "+00:00")))
-        history = histories.setdefault(tx["customer_id"], F.CustomerHistory())
-        vector = F.online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
-        out.append(float(models[version].predict_proba([list(vector.values())])[0][1]))
-    return out
-
-
-@dg.asset_check(
-    asset=fraud_bento,
-    blocking=True,
-    partitions_def=daily_partitions,
-    additional_ins={"online_feature_store": dg.AssetIn("online_feature_store")},
-    description="Serve the built Bento on 127.0.0.1, score sample transactions and "
-    "compare with the library's offline predictions.",
-)
-def bento_smoke_test(
-    context: dg.AssetCheckExecutionContext, fraud_bento: dict, online_feature_store: dict
-) -> dg.AssetCheckResult:
-    import httpx
-
-    from fraud_assets.lib.processes import BentoServer
-
-    state = Path(settings.DATA_ROOT) / "bento_smoke" / context.partition_key
-    shutil.rmtree(state, ignore_errors=True)
-    env = os.environ | {
-        "BENTOML_HOME": fraud_bento["bentoml_home"],
-        "FRAUD_SERVING_STATE": str(state),
-    }
-    server = BentoServer(fraud_bento["tag"], log_path=state / "server.log", env=env)
-    txs = _sample_transactions(online_feature_store)
-    served, versions = [], []
-    try:
-        server.start()
-        for tx in txs:
-            r = httpx.post(f"{server.url}/score", json={"transaction": tx}, timeout=10)
-            if r.status_code != 200:
-                return dg.AssetCheckResult(
-                    passed=False, description=f"/score {r.status_code}: {r.text[:500]}"
-                )
-            served.append(r.json()["fraud_probability"])
-            versions.append(r.json()["model_version"])
-    except (RuntimeError, TimeoutError) as exc:  # it never served: the log says why
-        return dg.AssetCheckResult(passed=False, description=str(exc)[-2000:])
-    finally:
-        server.stop()
-    unknown = set(versions) - set(fraud_bento.get("variants", {}).values())
-    if fraud_bento.get("variants") and unknown:
-        return dg.AssetCheckResult(passed=False, description=f"served unknown versions {unknown}")
-    expected = _offline_scores(fraud_bento, online_feature_store, txs, versions)
-    diff = max(abs(a - b) for a, b in zip(served, expected, strict=True))
-    return dg.AssetCheckResult(
-        passed=diff <= 1e-9,
-        description=f"{len(txs)} sample transactions; max |served - offline| = {diff:.2e}",
-        metadata={
-            "max_abs_diff": diff,
-            "samples": len(txs),
-            "port": server.port,
-            "scores": json.dumps([round(s, 6) for s in served]),
-            "versions_served": ", ".join(sorted(set(versions))),
+            "serve": f"BENTOML_HOME={bento_builder.bentoml_home} bentoml serve {tag}",
         },
     )

@@ -1,9 +1,7 @@
 """fraud_model (CatBoost, tracked in MLflow, a new registry version per training) and
 model_evaluation (fraud metrics for challenger, champion and a logistic baseline)."""
 
-import json
 import tempfile
-from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -11,6 +9,7 @@ import polars as pl
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
 from fraud_assets.lib import features as F
+from fraud_assets.lib.contracts import CHALLENGER
 from fraud_assets.lib.modeling import CatBoostParams, train_catboost
 from fraud_assets.lib.versioning import file_hash, git_commit
 
@@ -59,7 +58,8 @@ def _categoricals(df: pl.DataFrame) -> list[str]:
     group_name="training",
     code_version=MODEL_CODE_VERSION,
     kinds={"catboost", "mlflow"},
-    required_resource_keys={"mlflow"},
+    # dagster-mlflow is a legacy resource: both are reached through context.resources.
+    required_resource_keys={"mlflow", "model_registry"},
     description="CatBoost trained on the training_set as of the day; a new MLflow registry "
     "version (alias `challenger`) with its data, code and environment versions.",
 )
@@ -82,6 +82,8 @@ def fraud_model(
     model = train_catboost(train, validation, features, cats, params)
 
     mlf = context.resources.mlflow
+    model_registry = context.resources.model_registry
+    name = model_registry.model_name
     run = mlflow.active_run()
     feature_keys = sorted(training_set["ts"].dt.date().cast(pl.String).unique().to_list())
     lineage = {
@@ -130,23 +132,23 @@ def fraud_model(
     with tempfile.TemporaryDirectory() as tmp:  # the reference of the Evidently drift report
         sample.write_parquet(f"{tmp}/reference_sample.parquet")
         mlflow.log_artifact(f"{tmp}/reference_sample.parquet")
-    info = mlflow.catboost.log_model(model, name="model", registered_model_name=settings.MODEL_NAME)
+    info = mlflow.catboost.log_model(model, name="model", registered_model_name=name)
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(settings.MODEL_NAME, "challenger", version)
+    client = model_registry.client()
+    client.set_registered_model_alias(name, CHALLENGER, version)
     for key, value in lineage.items():
-        client.set_model_version_tag(settings.MODEL_NAME, version, key, value)
+        client.set_model_version_tag(name, version, key, value)
     value = {
-        "model_name": settings.MODEL_NAME,
+        "model_name": name,
         "version": version,
-        "model_uri": f"models:/{settings.MODEL_NAME}/{version}",
+        "model_uri": model_registry.model_uri(version),
         "run_id": run.info.run_id,
         "features": features,
         "categoricals": cats,
         "params": params.as_dict(),
         "lineage": lineage,
     }
-    context.log.info(f"registered {settings.MODEL_NAME} version {version} (run {run.info.run_id})")
+    context.log.info(f"registered {name} version {version} (run {run.info.run_id})")
     return dg.Output(
         value,
         metadata={
@@ -157,9 +159,3 @@ def fraud_model(
             "lineage": dg.MetadataValue.json(lineage),
         },
     )
-
-
-def log_json(run_id: str, payload: dict[str, Any], name: str) -> None:
-    import mlflow
-
-    mlflow.MlflowClient().log_text(run_id, json.dumps(payload, indent=2, default=str), name)

@@ -1,6 +1,5 @@
 """model_evaluation, the promotion gate and the champion alias."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -8,10 +7,13 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-from fraud_assets.lib import registry
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION
 from fraud_assets.lib.evaluation import CostModel, choose_thresholds, evaluate_scores
 from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
+from fraud_assets.resources.mlflow import ModelRegistry
+from fraud_assets.resources.storage import LakeStorage
 
+BASELINE = "logistic_baseline"  # evaluated beside the challenger and the champion
 HEADLINE = ("average_precision", "card_precision_at_100", "auc_roc", "recall", "precision")
 
 
@@ -31,12 +33,6 @@ class PromotionConfig(dg.ConfigurableResource):
     min_margin: float = float(settings.PROMOTION_MARGIN)
 
 
-def _load_model(uri: str) -> Any:
-    import mlflow
-
-    return mlflow.catboost.load_model(uri)
-
-
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
@@ -49,11 +45,11 @@ def _load_model(uri: str) -> Any:
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
+    model_registry: ModelRegistry,
+    storage: LakeStorage,
     training_set: pl.DataFrame,
     fraud_model: dict,
 ) -> dg.Output[dict]:
-    import mlflow
-
     from fraud_assets.lib.reports import classification_report_html, precision_recall_png
 
     day = partition_day(context)
@@ -65,17 +61,15 @@ def model_evaluation(
     if test.height == 0 or test["label"].sum() == 0:
         raise dg.Failure(f"model_evaluation {day}: the test window has no fraud to evaluate on")
 
-    client = mlflow.MlflowClient()
-    challenger = _load_model(fraud_model["model_uri"])
-    models = {"challenger": lambda df: predict_catboost(challenger, df, features)}
-    champion_version = registry.version_by_alias(
-        client, fraud_model["model_name"], registry.CHAMPION
-    )
+    client = model_registry.client()
+    challenger = model_registry.load_model(fraud_model["version"])
+    models = {CHALLENGER: lambda df: predict_catboost(challenger, df, features)}
+    champion_version = model_registry.version(CHAMPION)
     if champion_version is not None and str(champion_version.version) != fraud_model["version"]:
-        champion = _load_model(f"models:/{fraud_model['model_name']}/{champion_version.version}")
-        models["champion"] = lambda df: predict_catboost(champion, df, features)
+        champion = model_registry.load_model(str(champion_version.version))
+        models[CHAMPION] = lambda df: predict_catboost(champion, df, features)
     baseline = train_logistic(frames["train"], numeric, cats)
-    models["logistic_baseline"] = lambda df: predict_logistic(baseline, df, features)
+    models[BASELINE] = lambda df: predict_logistic(baseline, df, features)
 
     results: dict[str, dict[str, float]] = {}
     scores: dict[str, Any] = {}
@@ -90,12 +84,12 @@ def model_evaluation(
         scores[name] = test_score
         context.log.info(f"{name}: " + ", ".join(f"{k}={results[name][k]:.4f}" for k in HEADLINE))
 
-    report_dir = Path(settings.REPORTS_ROOT) / "model_evaluation" / day.isoformat()
+    report_dir = storage.report_path("model_evaluation", day.isoformat())
     y = test["label"].to_numpy()
     html = classification_report_html(
         y,
-        scores["challenger"],
-        results["challenger"]["threshold"],
+        scores[CHALLENGER],
+        results[CHALLENGER]["threshold"],
         report_dir / "classification.html",
         title=f"{fraud_model['model_name']} v{fraud_model['version']} on {test.height} test transactions",
     )
@@ -113,14 +107,14 @@ def model_evaluation(
     client.log_artifact(run_id, str(png), "evaluation")
     client.set_terminated(run_id, "FINISHED")  # dagster-mlflow's hook misses gated runs
     version = fraud_model["version"]
-    ch = results["challenger"]
+    ch = results[CHALLENGER]
     for key in ("threshold", "decline_threshold", "average_precision", "card_precision_at_100"):
         client.set_model_version_tag(fraud_model["model_name"], version, key, str(ch[key]))
 
     value = {
         "model_name": fraud_model["model_name"],
         "version": version,
-        "champion_version": str(champion_version.version) if "champion" in models else None,
+        "champion_version": str(champion_version.version) if CHAMPION in models else None,
         "results": results,
         "test_rows": test.height,
         "test_frauds": int(test["label"].sum()),
@@ -149,12 +143,12 @@ def model_evaluation(
     partitions_def=daily_partitions,
 )
 def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.AssetCheckResult:
-    ch = model_evaluation["results"]["challenger"]
+    ch = model_evaluation["results"][CHALLENGER]
     ap = ch["average_precision"]
     reasons = []
     if ap < promotion.min_average_precision:
         reasons.append(f"AP {ap:.4f} below the floor {promotion.min_average_precision:.4f}")
-    champion = model_evaluation["results"].get("champion")
+    champion = model_evaluation["results"].get(CHAMPION)
     if champion is not None and ap < champion["average_precision"] + promotion.min_margin:
         reasons.append(
             f"AP {ap:.4f} not ahead of champion v{model_evaluation['champion_version']} "
@@ -182,25 +176,18 @@ def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.Ass
     description="Moves the MLflow alias `champion` to the evaluated challenger (the previous "
     "champion stays reachable as `previous_champion`).",
 )
-def champion_model(context: dg.AssetExecutionContext, model_evaluation: dict) -> dg.Output[dict]:
-    import mlflow
-
-    from fraud_assets.lib.registry import configure_mlflow
-
-    configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
-    change = registry.promote(
-        mlflow.MlflowClient(), model_evaluation["model_name"], model_evaluation["version"]
-    )
+def champion_model(
+    context: dg.AssetExecutionContext, model_registry: ModelRegistry, model_evaluation: dict
+) -> dg.Output[dict]:
+    change = model_registry.promote(model_evaluation["version"])
     context.log.info(f"champion is now v{change.champion} (previous: {change.previous})")
     value = {
         "model_name": model_evaluation["model_name"],
         "champion": change.champion,
         "previous": change.previous,
         "thresholds": {
-            "review": model_evaluation["results"]["challenger"]["threshold"],
-            "decline": model_evaluation["results"]["challenger"]["decline_threshold"],
+            "review": model_evaluation["results"][CHALLENGER]["threshold"],
+            "decline": model_evaluation["results"][CHALLENGER]["decline_threshold"],
         },
     }
     return dg.Output(
@@ -209,15 +196,8 @@ def champion_model(context: dg.AssetExecutionContext, model_evaluation: dict) ->
 
 
 @dg.op
-def rollback_champion_op(context: dg.OpExecutionContext) -> None:
-    import mlflow
-
-    from fraud_assets.lib.registry import configure_mlflow
-
-    configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
-    change = registry.rollback(mlflow.MlflowClient(), settings.MODEL_NAME)
+def rollback_champion_op(context: dg.OpExecutionContext, model_registry: ModelRegistry) -> None:
+    change = model_registry.rollback()
     context.log.info(f"rolled back: champion is v{change.champion} (was v{change.previous})")
 
 
