@@ -53,7 +53,7 @@ import psutil
 
 from fraud_assets.lib.bundle import model_path, read_manifest
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
-from fraud_assets.serving.scoring import SINGLE_ROW_THREADS
+from fraud_assets.serving.deployment import SINGLE_ROW_THREADS
 from fraud_assets_tests.serving.support import Server, World, build_world, write_world_bundle
 
 NAIVE_SERVICE = "benchmarks.naive_service:NaiveScoring"

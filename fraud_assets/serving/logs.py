@@ -33,7 +33,7 @@ _ENCODER = msgspec.json.Encoder()
 
 class PredictionRow(msgspec.Struct, gc=False):
     """One prediction-log line (field order = key order). ``features``: a struct or dict of
-    every online feature by name (``scoring.Deployment.feature_row``). Not tracked by the
+    every online feature by name (``deployment.Deployment.feature_row``). Not tracked by the
     collector (``gc=False``): rows are made by the thousand and reference no container that
     could lead back to them."""
 

@@ -53,7 +53,7 @@ def test_serving_never_imports_polars_or_dagster(bundle: Path) -> None:
     code = (
         "import sys\n"
         "import fraud_assets.serving.service\n"
-        "from fraud_assets.serving.scoring import load_deployment\n"
+        "from fraud_assets.serving.deployment import load_deployment\n"
         f"dep = load_deployment({str(bundle)!r})\n"
         "assert dep.challenger is not None\n"
         "print(sorted(m for m in ('polars', 'dagster') if m in sys.modules))\n"
