@@ -40,16 +40,6 @@ ALL_TRANSACTION_COLUMNS = {
 }
 
 
-def empty_transactions(with_optional: bool = True, with_truth: bool = True) -> pl.DataFrame:
-    """An empty frame with the canonical transaction schema (for days without data)."""
-    cols = dict(REQUIRED_TRANSACTION_COLUMNS)
-    if with_optional:
-        cols |= OPTIONAL_TRANSACTION_COLUMNS
-    if with_truth:
-        cols |= TRUTH_COLUMNS
-    return pl.DataFrame(schema=cols)
-
-
 def empty_labels() -> pl.DataFrame:
     return pl.DataFrame(schema=LABEL_COLUMNS)
 

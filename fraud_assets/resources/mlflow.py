@@ -42,6 +42,11 @@ class ModelRegistry(dg.ConfigurableResource):
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.configure()
+
+    def configure(self) -> None:
+        """Point MLflow at the store and create the experiment (Dagster does this per run;
+        the CLI calls it itself)."""
         registry.configure_mlflow(self.tracking_uri, self.experiment, self.artifact_root)
 
     def client(self) -> Any:

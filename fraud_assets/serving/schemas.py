@@ -138,13 +138,6 @@ class FeedbackResponse(BaseModel):
     stored: bool
 
 
-class ErrorResponse(BaseModel):
-    error: str
-    field: str | None
-    message: str
-    details: list[dict[str, str]] | None = None
-
-
 class RequestError(Exception):
     """A client mistake: rendered as a 4xx JSON object naming the field and the problem."""
 
