@@ -26,12 +26,12 @@ from pathlib import Path
 import pytest
 
 from fraud_assets.cli import state_environment
+from fraud_assets.lib.contracts import PSI_ALERT
 
 REPO = Path(__file__).resolve().parents[2]
 WORKSPACE = REPO / "workspace.yaml"
 BIN = Path(sys.executable).parent  # the venv's dagster and dagster-daemon
 TIMEOUT_S = 1200
-PSI_ALERT = 0.25
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
