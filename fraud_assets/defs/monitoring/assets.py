@@ -158,7 +158,7 @@ def drift_report(
     import mlflow
 
     from fraud_assets.lib.monitoring.drift import EVIDENTLY_STATTEST_NAME, evidently_psi_stattest
-    from fraud_assets.lib.reports import drift_report_html
+    from fraud_assets.lib.reports.evidently import drift_report_html
 
     ref = _champion_reference()
     if ref is None:
