@@ -15,8 +15,8 @@ from fraud_assets.defs.deployment import smoke_test
 from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
-from fraud_assets.defs.monitoring import assets as monitoring_assets
-from fraud_assets.defs.monitoring import live as live_monitoring
+from fraud_assets.defs.monitoring import drift as monitoring_drift
+from fraud_assets.defs.monitoring import live as monitoring_live
 from fraud_assets.defs.monitoring.sensors import drift_sensor
 from fraud_assets.defs.training import assets as training_assets
 from fraud_assets.defs.training import evaluation
@@ -32,8 +32,8 @@ ASSET_MODULES = [
     training_assets,
     evaluation,
     deployment_assets,
-    monitoring_assets,
-    live_monitoring,
+    monitoring_drift,
+    monitoring_live,
 ]
 CHECK_MODULES = [ingestion_checks, evaluation, smoke_test]
 

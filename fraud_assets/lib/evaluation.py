@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from fraud_assets.lib import metrics as M
+from fraud_assets.lib.metrics import (
+    average_precision,
+    business_figures,
+    card_precision_at_k,
+    choose_threshold,
+    confusion_at_threshold,
+    expected_savings,
+    roc_auc,
+)
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,7 @@ def choose_thresholds(
 ) -> dict[str, float]:
     """Review threshold: max expected savings. Decline threshold: the lowest score whose
     alerts reach `decline_precision` (and never below the review threshold)."""
-    review, savings = M.choose_threshold(
+    review, savings = choose_threshold(
         y, score, amount, review_cost=costs.review_cost, false_decline_cost=costs.false_decline_cost
     )
     decline = 1.0
@@ -59,11 +67,11 @@ def evaluate_scores(
         day=pl.col("ts").dt.date(), customer_id="customer_id", is_fraud="label"
     ).with_columns(score=pl.Series(score))
     out: dict[str, float] = {
-        "auc_roc": M.roc_auc(y, score),
-        "average_precision": M.average_precision(y, score),
-        f"card_precision_at_{costs.cp_k}": M.card_precision_at_k(scored, costs.cp_k),
+        "auc_roc": roc_auc(y, score),
+        "average_precision": average_precision(y, score),
+        f"card_precision_at_{costs.cp_k}": card_precision_at_k(scored, costs.cp_k),
         "threshold": threshold,
-        "expected_savings": M.expected_savings(
+        "expected_savings": expected_savings(
             y,
             score,
             amount,
@@ -72,7 +80,7 @@ def evaluate_scores(
             false_decline_cost=costs.false_decline_cost,
         ),
     }
-    conf = M.confusion_at_threshold(y, score, threshold)
+    conf = confusion_at_threshold(y, score, threshold)
     out |= {k: float(conf[k]) for k in ("precision", "recall", "false_positive_rate")}
-    out |= {k: float(v) for k, v in M.business_figures(y, score, amount, threshold, n_days).items()}
+    out |= {k: float(v) for k, v in business_figures(y, score, amount, threshold, n_days).items()}
     return out

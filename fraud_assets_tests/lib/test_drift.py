@@ -8,7 +8,8 @@ import polars as pl
 import pytest
 
 from fraud_assets.lib import features as F
-from fraud_assets.lib.metrics import freeze_frame_bins, psi_table
+from fraud_assets.lib.contracts import PSI_ALERT
+from fraud_assets.lib.monitoring.drift import freeze_frame_bins, psi_table
 from fraud_assets.lib.simulation import DriftScenario, SimulationConfig, Simulator
 
 TRAIN_END = date(2026, 3, 31)
@@ -42,8 +43,8 @@ def daily_psi() -> dict[date, float]:
 def test_no_alert_on_thirty_undrifted_days(daily_psi: dict[date, float]) -> None:
     before = {d: p for d, p in daily_psi.items() if d < DRIFT_DAY}
     assert len(before) == 30
-    assert max(before.values()) < 0.25, before
+    assert max(before.values()) < PSI_ALERT, before
 
 
 def test_the_first_drifted_day_alerts(daily_psi: dict[date, float]) -> None:
-    assert daily_psi[DRIFT_DAY] > 0.25
+    assert daily_psi[DRIFT_DAY] > PSI_ALERT

@@ -11,7 +11,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from fraud_assets.lib import reports
+from fraud_assets.lib.contracts import PSI_ALERT
+from fraud_assets.lib.reports.evidently import classification_report_html, drift_report_html
+from fraud_assets.lib.reports.plots import precision_recall_png, timeseries_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STATTEST_NAME = "test_reports_quantile_psi"
@@ -45,7 +47,7 @@ def psi_stattest() -> Any:
         name=STATTEST_NAME,
         display_name="PSI (quantile bins)",
         allowed_feature_types=[ColumnType.Numerical],
-        default_threshold=0.25,
+        default_threshold=PSI_ALERT,
     )
 
     def func(reference: pd.Series, current: pd.Series, _type: Any, threshold: float):
@@ -108,7 +110,7 @@ def test_classification_report_with_reference(
     tmp_path: Path, scores: dict[str, np.ndarray], psi_stattest: Any
 ) -> None:
     target = tmp_path / "not" / "yet" / "there" / "classification.html"
-    out = reports.classification_report_html(
+    out = classification_report_html(
         scores["y"],
         scores["good"],
         0.3,
@@ -131,7 +133,7 @@ def test_classification_report_numbers_use_threshold(
 ) -> None:
     """The report's precision/recall are those of `score >= threshold`, without a reference."""
     y, s, threshold = scores["y"], scores["good"], 0.3
-    out = reports.classification_report_html(y, s, threshold, str(tmp_path / "c.html"))
+    out = classification_report_html(y, s, threshold, str(tmp_path / "c.html"))
     text = out.read_text(encoding="utf-8")
     assert "Reference: Model Quality Metrics" not in text
     shown = {m[1]: float(m[0]) for m in COUNTER.findall(text)}
@@ -148,13 +150,11 @@ def test_classification_report_numbers_use_threshold(
 
 def test_classification_report_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rows"):
-        reports.classification_report_html(
+        classification_report_html(
             np.array([0, 1, 0]), np.array([0.1, 0.2]), 0.5, tmp_path / "x.html"
         )
     with pytest.raises(ValueError, match="threshold"):
-        reports.classification_report_html(
-            np.array([0, 1]), np.array([0.1, 0.9]), 1.5, tmp_path / "x.html"
-        )
+        classification_report_html(np.array([0, 1]), np.array([0.1, 0.9]), 1.5, tmp_path / "x.html")
     assert not (tmp_path / "x.html").exists()
 
 
@@ -165,7 +165,7 @@ def test_drift_report_default_tests_find_the_shifted_column(
     tmp_path: Path, drift_frames: tuple[pl.DataFrame, pl.DataFrame], psi_stattest: Any
 ) -> None:
     reference, current = drift_frames
-    out = reports.drift_report_html(
+    out = drift_report_html(
         reference,
         current,
         tmp_path / "drift" / "default.html",
@@ -188,7 +188,7 @@ def test_drift_report_shows_our_psi(
 ) -> None:
     """The custom stattest is used for numeric columns and its value is our PSI."""
     reference, current = drift_frames
-    out = reports.drift_report_html(
+    out = drift_report_html(
         reference.to_pandas(),
         current.to_pandas(),
         tmp_path / "psi.html",
@@ -200,7 +200,7 @@ def test_drift_report_shows_our_psi(
     assert rows["amount"]["test"] == rows["hour"]["test"] == "PSI (quantile bins)"
     assert rows["channel"]["test"] != "PSI (quantile bins)"  # numeric-only: default test
     expected = _quantile_psi(reference["amount"].to_pandas(), current["amount"].to_pandas())
-    assert expected > 0.25
+    assert expected > PSI_ALERT
     assert rows["amount"]["score"] == pytest.approx(expected, rel=1e-3)
     assert rows["amount"]["drift"] and not rows["hour"]["drift"]
 
@@ -209,7 +209,7 @@ def test_drift_report_by_name_and_sampled(
     tmp_path: Path, drift_frames: tuple[pl.DataFrame, pl.DataFrame], psi_stattest: Any
 ) -> None:
     reference, current = drift_frames
-    out = reports.drift_report_html(
+    out = drift_report_html(
         reference,
         current,
         tmp_path / "sampled.html",
@@ -230,7 +230,7 @@ def test_drift_report_rejects_unknown_stattest(
 ) -> None:
     reference, current = drift_frames
     with pytest.raises(ValueError, match="not registered"):
-        reports.drift_report_html(
+        drift_report_html(
             reference,
             current,
             tmp_path / "x.html",
@@ -245,7 +245,7 @@ def test_drift_report_rejects_unknown_stattest(
 
 def test_precision_recall_png(tmp_path: Path, scores: dict[str, np.ndarray]) -> None:
     y = scores["y"]
-    out = reports.precision_recall_png(
+    out = precision_recall_png(
         {"challenger": (y, scores["good"]), "logistic_baseline": (y, scores["weak"])},
         tmp_path / "plots" / "pr.png",
         threshold_points={"challenger": (0.8, 0.6)},
@@ -257,7 +257,7 @@ def test_precision_recall_png(tmp_path: Path, scores: dict[str, np.ndarray]) -> 
 
 def test_precision_recall_png_rejects_curve_without_fraud(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no positives"):
-        reports.precision_recall_png(
+        precision_recall_png(
             {"m": (np.zeros(10, dtype=int), np.linspace(0, 1, 10))}, tmp_path / "pr.png"
         )
 
@@ -272,12 +272,12 @@ def test_timeseries_png(tmp_path: Path, as_pandas: bool) -> None:
             "psi_hour": np.full(days.len(), 0.05),
         }
     ).reverse()  # unsorted input must still plot left to right
-    out = reports.timeseries_png(
+    out = timeseries_png(
         frame.to_pandas() if as_pandas else frame,
         "day",
         ["psi_amount", "psi_hour"],
         tmp_path / "ts" / "psi.png",
-        hline=0.25,
+        hline=PSI_ALERT,
         title="PSI per day",
     )
     assert _png_size(out) == (9 * 110, round(4.5 * 110))

@@ -3,7 +3,7 @@
 They read the service's prediction, error and feedback logs under FRAUD_SERVING_STATE and
 the stored `fraud_labels` partitions from the day onwards (labels arrive late, so a day's
 numbers grow as it is re-materialized later; no Dagster dependency on future partitions).
-The logic lives in `fraud_assets.lib.live_monitoring`; these assets only read, log and
+The logic lives in `fraud_assets.lib.monitoring`; these assets only read, log and
 publish. Metadata values are plain floats/ints (None where undefined) so the UI plots them;
 the drift sensor reads `live_ap_champion` and `n_labelled` of live_performance.
 """
@@ -18,9 +18,11 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.lib.contracts import CHALLENGER, LOGGED_VARIANTS
+from fraud_assets.lib.monitoring import ALL
 
 LIVE_CODE_VERSION = "live-v1"
-HISTORY_DAYS = 30  # days of live AP on the trend plot
+TREND_DAYS = 30  # days of live AP on the trend plot
 LABEL_ASSET = "fraud_labels"
 
 
@@ -59,20 +61,26 @@ def _with_day(frame: pl.DataFrame, day: date) -> pl.DataFrame:
 
 def _labelled_predictions(context: dg.AssetExecutionContext, day: date) -> pl.DataFrame:
     """The day's predictions joined with the latest label known for each transaction."""
-    from fraud_assets.lib import live_monitoring as lm
+    from fraud_assets.lib.monitoring.logs import (
+        join_labels,
+        latest_labels,
+        read_feedback,
+        read_label_partitions,
+        read_predictions,
+    )
 
-    predictions, problems = lm.read_predictions(settings.SERVING_STATE, day)
-    feedback, feedback_problems = lm.read_feedback(settings.SERVING_STATE)
+    predictions, problems = read_predictions(settings.SERVING_STATE, day)
+    feedback, feedback_problems = read_feedback(settings.SERVING_STATE)
     _warn_all(context, problems + feedback_problems)
-    pipeline = lm.read_label_partitions(settings.DATA_ROOT, LABEL_ASSET, day)
-    labels = lm.latest_labels(pipeline, feedback)
+    pipeline = read_label_partitions(settings.DATA_ROOT, LABEL_ASSET, day)
+    labels = latest_labels(pipeline, feedback)
     context.log.info(
         f"{day}: {predictions.height} prediction rows; labels known: {pipeline.height} pipeline "
         f"events from {day} on, {feedback.height} feedback rows ({labels.height} transactions)"
     )
     if not predictions.height:
         context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
-    return lm.join_labels(predictions, labels)
+    return join_labels(predictions, labels)
 
 
 def _live_asset(description: str) -> Any:
@@ -93,16 +101,17 @@ def _live_asset(description: str) -> Any:
     "variant (champion / challenger / shadow), model versions seen."
 )
 def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
-    from fraud_assets.lib import live_monitoring as lm
+    from fraud_assets.lib.monitoring import serving
+    from fraud_assets.lib.monitoring.logs import read_errors, read_predictions
 
     day = partition_day(context)
-    predictions, problems = lm.read_predictions(settings.SERVING_STATE, day)
-    errors, error_problems = lm.read_errors(settings.SERVING_STATE, day)
+    predictions, problems = read_predictions(settings.SERVING_STATE, day)
+    errors, error_problems = read_errors(settings.SERVING_STATE, day)
     _warn_all(context, problems + error_problems)
-    table = lm.serving_metrics(predictions, errors)
-    overall = table.filter(pl.col("variant") == lm.ALL).row(0, named=True)
+    table = serving.serving_metrics(predictions, errors)
+    overall = table.filter(pl.col("variant") == ALL).row(0, named=True)
     per_variant = {r["variant"]: r for r in table.iter_rows(named=True)}
-    by_status = lm.errors_by_status(errors)
+    by_status = serving.errors_by_status(errors)
     if not predictions.height:
         context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
     context.log.info(
@@ -122,11 +131,11 @@ def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame
         "errors_5xx": by_status["5xx"],
         "error_rate": _clean(overall["error_rate"]),
         "challenger_share": _clean(
-            per_variant[lm.CHALLENGER]["rows"] / answered if answered else math.nan
+            per_variant[CHALLENGER]["rows"] / answered if answered else math.nan
         ),
         "model_versions": "; ".join(
             f"{v}: {per_variant[v]['model_versions']}"
-            for v in lm.VARIANTS
+            for v in LOGGED_VARIANTS
             if per_variant[v]["rows"]
         )
         or "none",
@@ -137,19 +146,20 @@ def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame
             ["variant", "rows", "requests", "latency_p50_ms", "latency_p99_ms", "model_versions"],
         ),
     }
-    for variant in lm.VARIANTS:
+    for variant in LOGGED_VARIANTS:
         metadata[f"rows_{variant}"] = int(per_variant[variant]["rows"])
     return dg.Output(_with_day(table, day), metadata=metadata)
 
 
 def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
-    """PNG of AP per variant over the last HISTORY_DAYS days (earlier partitions of this
+    """PNG of AP per variant over the last TREND_DAYS days (earlier partitions of this
     asset from the lake), or None when no day has a defined AP."""
-    from fraud_assets.lib import live_monitoring as lm
+    from fraud_assets.lib.monitoring.logs import read_history
+    from fraud_assets.lib.reports.plots import ap_trend_png
 
-    start = day - timedelta(days=HISTORY_DAYS - 1)
-    days = [start + timedelta(days=k) for k in range(HISTORY_DAYS - 1)]
-    history = lm.read_history(settings.DATA_ROOT, "live_performance", days)
+    start = day - timedelta(days=TREND_DAYS - 1)
+    days = [start + timedelta(days=k) for k in range(TREND_DAYS - 1)]
+    history = read_history(settings.DATA_ROOT, "live_performance", days)
     frames = [today.select("day", "variant", "ap")]
     if history.height and {"day", "variant", "ap"} <= set(history.columns):
         frames.insert(0, history.select("day", "variant", pl.col("ap").cast(pl.Float64)))
@@ -157,7 +167,7 @@ def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
     if not points.height:
         return None
     path = Path(settings.REPORTS_ROOT) / "live_performance" / f"{day.isoformat()}.png"
-    lm.ap_trend_png(points, path, start=start, end=day, floor=settings.LIVE_AP_FLOOR)
+    ap_trend_png(points, path, start=start, end=day, floor=settings.LIVE_AP_FLOOR)
     return str(path)
 
 
@@ -169,12 +179,12 @@ def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
     "for shadow mode). `live_ap_champion` and `n_labelled` feed the drift sensor."
 )
 def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
-    from fraud_assets.lib import live_monitoring as lm
+    from fraud_assets.lib.monitoring import performance
 
     day = partition_day(context)
     joined = _labelled_predictions(context, day)
-    table = _with_day(lm.live_performance(joined), day)
-    head = lm.headline(table)
+    table = _with_day(performance.live_performance(joined), day)
+    head = performance.headline(table)
     ap = head["live_ap_champion"]
     if head["n_labelled"] == 0:
         context.log.warning(f"{day}: no labels yet for the champion's traffic: AP undefined")
@@ -227,13 +237,13 @@ def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFram
     "the challenger would have done and are not in the total)."
 )
 def business_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
-    from fraud_assets.lib import live_monitoring as lm
+    from fraud_assets.lib.monitoring import performance
 
     day = partition_day(context)
     joined = _labelled_predictions(context, day)
-    table = lm.business_metrics(joined)
+    table = performance.business_metrics(joined)
     rows = {r["variant"]: r for r in table.iter_rows(named=True)}
-    total = rows[lm.ALL]
+    total = rows[ALL]
     context.log.info(
         f"{day}: fraud caught {total['fraud_amount_caught']:.2f}, missed "
         f"{total['fraud_amount_missed']:.2f}, {total['false_declines']} false declines "
@@ -248,7 +258,7 @@ def business_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFram
         "n_labelled",
     ]
     metadata: dict[str, Any] = {k: _clean(total[k]) for k in keys}
-    for variant in lm.VARIANTS:
+    for variant in LOGGED_VARIANTS:
         if variant in rows:
             metadata |= {f"{k}_{variant}": _clean(rows[variant][k]) for k in keys}
     metadata["summary"] = _md_table(

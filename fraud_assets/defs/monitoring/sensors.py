@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import dagster as dg
 
 from fraud_assets import settings
+from fraud_assets.lib.contracts import PSI_ALERT
 
-PSI_ALERT = 0.25
 WATCHED = ("feature_drift", "prediction_drift", "live_performance")
 BATCH = 1000  # materializations read per asset per tick
 

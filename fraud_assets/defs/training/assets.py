@@ -115,8 +115,8 @@ def fraud_model(
         "model_inputs.json",
     )
     # Drift monitoring compares later days with the training data: freeze the bins now.
-    from fraud_assets.lib.metrics import freeze_bins, freeze_frame_bins
     from fraud_assets.lib.modeling import predict_catboost
+    from fraud_assets.lib.monitoring.drift import freeze_bins, freeze_frame_bins
 
     numeric = [f for f in features if f not in cats and f not in F.DRIFT_FEATURES_EXCLUDED]
     bins = freeze_frame_bins(train, numeric=numeric, categorical=cats)

@@ -50,7 +50,8 @@ def model_evaluation(
     training_set: pl.DataFrame,
     fraud_model: dict,
 ) -> dg.Output[dict]:
-    from fraud_assets.lib.reports import classification_report_html, precision_recall_png
+    from fraud_assets.lib.reports.evidently import classification_report_html
+    from fraud_assets.lib.reports.plots import precision_recall_png
 
     day = partition_day(context)
     costs = config.costs()

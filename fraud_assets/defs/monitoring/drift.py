@@ -8,8 +8,7 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-
-PSI_ALERT = 0.25
+from fraud_assets.lib.contracts import PSI_ALERT
 
 
 def _champion_reference() -> dict[str, Any] | None:
@@ -55,7 +54,7 @@ def _no_champion(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
     "bins frozen at training time; an Evidently drift report showing the same PSI.",
 )
 def feature_drift(context: dg.AssetExecutionContext, transaction_features: pl.DataFrame):
-    from fraud_assets.lib.metrics import FrozenBins, psi_table
+    from fraud_assets.lib.monitoring.drift import FrozenBins, psi_table
 
     day = partition_day(context)
     ref = _champion_reference()
@@ -115,8 +114,8 @@ def feature_drift(context: dg.AssetExecutionContext, transaction_features: pl.Da
 def prediction_drift(context: dg.AssetExecutionContext, transaction_features: pl.DataFrame):
     import mlflow
 
-    from fraud_assets.lib.metrics import FrozenBins, psi
     from fraud_assets.lib.modeling import predict_catboost
+    from fraud_assets.lib.monitoring.drift import FrozenBins, psi
 
     ref = _champion_reference()
     if ref is None:
@@ -158,8 +157,8 @@ def drift_report(
 ) -> dg.Output[str]:
     import mlflow
 
-    from fraud_assets.lib.metrics import evidently_psi_stattest
-    from fraud_assets.lib.reports import drift_report_html
+    from fraud_assets.lib.monitoring.drift import EVIDENTLY_STATTEST_NAME, evidently_psi_stattest
+    from fraud_assets.lib.reports.evidently import drift_report_html
 
     ref = _champion_reference()
     if ref is None:
@@ -176,7 +175,7 @@ def drift_report(
         path,
         numeric=numeric,
         categorical=list(ref["categoricals"]),
-        psi_stattest="frozen_psi",
+        psi_stattest=EVIDENTLY_STATTEST_NAME,
         title=f"Feature drift {context.partition_key} vs champion v{ref['version']}",
     )
     return dg.Output(str(path), metadata={"report": dg.MetadataValue.path(str(path))})

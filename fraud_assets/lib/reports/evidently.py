@@ -1,42 +1,23 @@
-"""Human-readable reports: Evidently HTML and matplotlib PNGs for MLflow and the Dagster UI.
+"""Evidently HTML reports: classification quality at our threshold, and feature drift.
 
-These files are for people. The numbers that drive automation (promotion gate, drift alerts)
-are computed elsewhere with plain numpy; the reports only show them. Evidently (~15 s import)
-and matplotlib are imported inside the functions so that loading the Dagster code stays fast.
-Plots use the Agg canvas directly (no pyplot state), so they are safe in worker threads.
+Evidently is imported inside the functions (~15 s import; the Dagster code must load fast).
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import polars as pl
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from fraud_assets.lib.reports import Frame, prepare_path, to_pandas
 
 TARGET = "target"
 PREDICTION = "prediction"
 MAX_DRIFT_ROWS = 50_000
-PNG_DPI = 110
-
-Frame = pd.DataFrame | pl.DataFrame
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _prepare_path(path: str | Path) -> Path:
-    """Create the parent folders: report folders are per partition and may not exist yet."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _save_snapshot(snapshot: Any, path: Path, title: str) -> Path:
@@ -71,32 +52,10 @@ def _classification_frame(y_true: np.ndarray, score: np.ndarray, what: str) -> p
     return pd.DataFrame({TARGET: y.astype(np.int64), PREDICTION: s})
 
 
-def _to_pandas(frame: Frame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """Evidently and matplotlib want pandas; select first so only needed columns convert."""
-    if isinstance(frame, pl.DataFrame):
-        return (frame.select(columns) if columns is not None else frame).to_pandas()
-    if isinstance(frame, pd.DataFrame):
-        return frame[list(columns)] if columns is not None else frame
-    raise TypeError(f"expected a polars or pandas DataFrame, got {type(frame).__name__}")
-
-
 def _sample(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     if len(frame) <= max_rows:
         return frame.reset_index(drop=True)
     return frame.sample(n=max_rows, random_state=seed).reset_index(drop=True)
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """A figure bound to the Agg canvas without touching pyplot's global backend."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-# --------------------------------------------------------------------------- Evidently
 
 
 def classification_report_html(
@@ -118,7 +77,7 @@ def classification_report_html(
 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability, got {threshold}")
-    out = _prepare_path(path)
+    out = prepare_path(path)
     definition = DataDefinition(
         classification=[
             BinaryClassification(target=TARGET, prediction_probas=PREDICTION, pos_label=1)
@@ -193,9 +152,9 @@ def drift_report_html(
         raise ValueError("drift_report_html needs at least one column")
     if len(set(columns)) != len(columns):
         raise ValueError("a column is listed twice (or as both numeric and categorical)")
-    out = _prepare_path(path)
-    ref_pd = _to_pandas(reference, columns)
-    cur_pd = _to_pandas(current, columns)
+    out = prepare_path(path)
+    ref_pd = to_pandas(reference, columns)
+    cur_pd = to_pandas(current, columns)
     if ref_pd.empty or cur_pd.empty:
         raise ValueError(f"empty side: reference {len(ref_pd)} rows, current {len(cur_pd)} rows")
     ref_s, cur_s = _sample(ref_pd, max_rows, seed), _sample(cur_pd, max_rows, seed + 1)
@@ -226,91 +185,3 @@ def drift_report_html(
         name=full_title,
     )
     return _save_snapshot(snapshot, out, full_title)
-
-
-# --------------------------------------------------------------------------- matplotlib
-
-
-def precision_recall_png(
-    curves: dict[str, tuple[np.ndarray, np.ndarray]],
-    path: str | Path,
-    *,
-    threshold_points: dict[str, tuple[float, float]] | None = None,
-    title: str = "Precision-recall",
-) -> Path:
-    """Precision-recall curves of several models on one plot, AP in the legend.
-
-    PR rather than ROC because with ~1% fraud ROC looks excellent for nearly any model.
-    `threshold_points` maps a model to its operating point (recall, precision).
-    """
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    if not curves:
-        raise ValueError("precision_recall_png needs at least one curve")
-    out = _prepare_path(path)
-    fig = _new_figure(7.0, 5.5)
-    ax = fig.add_subplot()
-    for name, (y_true, score) in curves.items():
-        y = np.asarray(y_true).ravel().astype(np.int64)
-        s = np.asarray(score, dtype=np.float64).ravel()
-        if y.shape != s.shape:
-            raise ValueError(f"{name}: y_true has {y.size} rows but score has {s.size}")
-        if y.sum() == 0:
-            raise ValueError(f"{name}: no positives, the precision-recall curve is undefined")
-        precision, recall, _ = precision_recall_curve(y, s)
-        ap = average_precision_score(y, s)
-        (line,) = ax.step(
-            recall, precision, where="post", lw=1.6, label=f"{name} (AP={ap:.3f}, n={y.size:,})"
-        )
-        if threshold_points and name in threshold_points:
-            r, p = threshold_points[name]
-            ax.plot([r], [p], "o", ms=8, color=line.get_color(), markeredgecolor="black", zorder=5)
-            ax.annotate(
-                f"R={r:.2f} P={p:.2f}",
-                (r, p),
-                xytext=(6, 6),
-                textcoords="offset points",
-                fontsize=8,
-            )
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("Recall")
-    ax.set_ylabel("Precision")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)
-    fig.savefig(out, dpi=PNG_DPI, format="png")
-    return out
-
-
-def timeseries_png(
-    frame: Frame,
-    x: str,
-    ys: list[str],
-    path: str | Path,
-    *,
-    hline: float | None = None,
-    title: str = "",
-) -> Path:
-    """Line plot of metrics over time (drift, performance); `hline` draws the alert level."""
-    if not ys:
-        raise ValueError("timeseries_png needs at least one y column")
-    out = _prepare_path(path)
-    data = _to_pandas(frame, [x, *ys]).sort_values(x)
-    fig = _new_figure(9.0, 4.5)
-    ax = fig.add_subplot()
-    for y in ys:
-        ax.plot(data[x], data[y], marker="o", ms=3, lw=1.4, label=y)
-    if hline is not None:
-        ax.axhline(hline, color="red", ls="--", lw=1.2, label=f"alert {hline:g}")
-    ax.set_xlabel(x)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if len(ys) > 1 or hline is not None:
-        ax.legend(fontsize=9)
-    else:
-        ax.set_ylabel(ys[0])
-    if pd.api.types.is_datetime64_any_dtype(data[x]):
-        fig.autofmt_xdate()
-    fig.savefig(out, dpi=PNG_DPI, format="png")
-    return out
