@@ -12,8 +12,18 @@ from fraud_assets.defs.ingestion import assets as ingestion_assets
 from fraud_assets.defs.ingestion import checks as ingestion_checks
 from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
 from fraud_assets.resources.source import TransactionSourceResource
+from fraud_assets.resources.storage import LakeStorage, ServingLogs
 
 SMALL_SIM = {"seed": 11, "size": 0.25}  # ~2k transactions a day: fast, still has every scenario
+
+
+def storage_resources(lake: Path, reports: Path, serving_state: Path) -> dict[str, Any]:
+    """The lake IO manager and the storage resources on temporary folders."""
+    return {
+        "lake": PolarsParquetIOManagerResource(base_path=str(lake)),
+        "storage": LakeStorage(data_root=str(lake), reports_root=str(reports)),
+        "serving_logs": ServingLogs(state_root=str(serving_state)),
+    }
 
 
 def sim_source(**options: Any) -> TransactionSourceResource:

@@ -12,6 +12,7 @@ import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs import jobs
+from fraud_assets.defs.monitoring.live import LABEL_HORIZON_DAYS
 
 
 def previous_day(context: dg.ScheduleEvaluationContext) -> str:
@@ -57,8 +58,8 @@ def daily_retraining_schedule(context: dg.ScheduleEvaluationContext):
 
 
 # Live performance is measured again when a day's labels have matured: most frauds are
-# confirmed within a week, all within 30 days (the simulator's and typical chargeback delays).
-LABEL_MATURITIES_DAYS = (7, 30)
+# confirmed within a week, all within the label horizon.
+LABEL_MATURITIES_DAYS = (7, LABEL_HORIZON_DAYS)
 
 
 @dg.schedule(

@@ -12,10 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraud_assets import settings
 from fraud_assets.defs.monitoring import live
 from fraud_assets.lib.metrics import average_precision
-from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
+from fraud_assets_tests.helpers import storage_resources
 
 DAY = date(2026, 3, 5)
 NEXT = DAY + timedelta(days=1)
@@ -23,12 +22,8 @@ ASSETS = [live.serving_metrics, live.live_performance, live.business_metrics]
 
 
 @pytest.fixture
-def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    paths = {name: tmp_path / name for name in ("lake", "state", "reports")}
-    monkeypatch.setattr(settings, "DATA_ROOT", str(paths["lake"]))
-    monkeypatch.setattr(settings, "SERVING_STATE", str(paths["state"]))
-    monkeypatch.setattr(settings, "REPORTS_ROOT", str(paths["reports"]))
-    return paths
+def places(tmp_path: Path) -> dict[str, Path]:
+    return {name: tmp_path / name for name in ("lake", "state", "reports")}
 
 
 def build_day(state: Path, lake: Path) -> dict:
@@ -128,11 +123,13 @@ def build_day(state: Path, lake: Path) -> dict:
     }
 
 
-def materialize(lake: Path, instance: dg.DagsterInstance, day: date) -> dg.ExecuteInProcessResult:
+def materialize(
+    places: dict[str, Path], instance: dg.DagsterInstance, day: date
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         ASSETS,
         partition_key=day.isoformat(),
-        resources={"lake": PolarsParquetIOManagerResource(base_path=str(lake))},
+        resources=storage_resources(places["lake"], places["reports"], places["state"]),
         instance=instance,
     )
 
@@ -144,7 +141,7 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 
 def test_live_assets_report_the_day_from_logs_and_labels(places, instance) -> None:
     truth = build_day(places["state"], places["lake"])
-    result = materialize(places["lake"], instance, DAY)
+    result = materialize(places, instance, DAY)
     assert result.success
 
     serving = metadata(result, "serving_metrics")
@@ -196,7 +193,7 @@ def test_live_assets_report_the_day_from_logs_and_labels(places, instance) -> No
 
     # The next day has no traffic yet: the assets still succeed, with nothing to report,
     # and the trend plot still shows the day before.
-    later = materialize(places["lake"], instance, NEXT)
+    later = materialize(places, instance, NEXT)
     assert later.success
     empty = metadata(later, "live_performance")
     assert empty["live_ap_champion"] is None and empty["n_labelled"] == 0

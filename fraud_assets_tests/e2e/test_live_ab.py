@@ -19,10 +19,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from fraud_assets import settings
 from fraud_assets.defs.monitoring import live
 from fraud_assets.lib.metrics import average_precision
-from fraud_assets.resources.io_manager import PolarsParquetIOManagerResource
+from fraud_assets_tests.helpers import storage_resources
 from fraud_assets_tests.serving.support import (
     Server,
     World,
@@ -60,9 +59,7 @@ def _wire(tx: dict) -> dict:
     return out
 
 
-def test_live_ab_result_from_served_traffic_and_feedback(
-    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_live_ab_result_from_served_traffic_and_feedback(world: World, tmp_path: Path) -> None:
     bad = World(**{**world.__dict__, "challenger": _no_skill(world)})
     bundle = write_world_bundle(bad, tmp_path / "bundle", share=0.5, versions=("1", "2"))
     state = tmp_path / "state"
@@ -87,9 +84,6 @@ def test_live_ab_result_from_served_traffic_and_feedback(
     finally:
         server.stop()
 
-    monkeypatch.setattr(settings, "SERVING_STATE", str(state))
-    monkeypatch.setattr(settings, "DATA_ROOT", str(tmp_path / "lake"))
-    monkeypatch.setattr(settings, "REPORTS_ROOT", str(tmp_path / "reports"))
     # The log's folder is the request's UTC day; today's partition exists only tomorrow, so
     # the day is moved back one, as if the traffic had been served yesterday.
     today = datetime.now(UTC).date()
@@ -99,7 +93,7 @@ def test_live_ab_result_from_served_traffic_and_feedback(
     result = dg.materialize(
         [live.live_performance, live.business_metrics],
         partition_key=yesterday,
-        resources={"lake": PolarsParquetIOManagerResource(base_path=str(tmp_path / "lake"))},
+        resources=storage_resources(tmp_path / "lake", tmp_path / "reports", state),
     )
     assert result.success
     meta = {

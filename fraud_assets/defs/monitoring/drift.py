@@ -1,27 +1,21 @@
 """feature_drift and prediction_drift: PSI against the champion's frozen training bins."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-from fraud_assets.lib.contracts import PSI_ALERT
+from fraud_assets.lib.contracts import CHAMPION, PSI_ALERT
+from fraud_assets.resources.mlflow import ModelRegistry
+from fraud_assets.resources.storage import LakeStorage
 
 
-def _champion_reference() -> dict[str, Any] | None:
+def _champion_reference(model_registry: ModelRegistry) -> dict[str, Any] | None:
     """The champion's model, feature list and frozen bins, or None before any champion."""
     import mlflow
 
-    from fraud_assets.lib import registry
-
-    registry.configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
-    client = mlflow.MlflowClient()
-    champion = registry.version_by_alias(client, settings.MODEL_NAME, registry.CHAMPION)
+    champion = model_registry.version(CHAMPION)
     if champion is None:
         return None
     inputs = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/model_inputs.json")
@@ -53,11 +47,15 @@ def _no_champion(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
     description="PSI of every feature of the day against the champion's training data, with "
     "bins frozen at training time; an Evidently drift report showing the same PSI.",
 )
-def feature_drift(context: dg.AssetExecutionContext, transaction_features: pl.DataFrame):
+def feature_drift(
+    context: dg.AssetExecutionContext,
+    model_registry: ModelRegistry,
+    transaction_features: pl.DataFrame,
+):
     from fraud_assets.lib.monitoring.drift import FrozenBins, psi_table
 
     day = partition_day(context)
-    ref = _champion_reference()
+    ref = _champion_reference(model_registry)
     if ref is None:
         yield _no_champion(context)
         yield dg.AssetCheckResult(
@@ -111,20 +109,22 @@ def feature_drift(context: dg.AssetExecutionContext, transaction_features: pl.Da
     ],
     description="PSI of the champion's score distribution on the day against its training scores.",
 )
-def prediction_drift(context: dg.AssetExecutionContext, transaction_features: pl.DataFrame):
-    import mlflow
-
+def prediction_drift(
+    context: dg.AssetExecutionContext,
+    model_registry: ModelRegistry,
+    transaction_features: pl.DataFrame,
+):
     from fraud_assets.lib.modeling import predict_catboost
     from fraud_assets.lib.monitoring.drift import FrozenBins, psi
 
-    ref = _champion_reference()
+    ref = _champion_reference(model_registry)
     if ref is None:
         yield _no_champion(context)
         yield dg.AssetCheckResult(
             check_name="score_psi_below_alert", passed=True, description="no champion yet"
         )
         return
-    model = mlflow.catboost.load_model(f"models:/{settings.MODEL_NAME}/{ref['version']}")
+    model = model_registry.load_model(ref["version"])
     scores = predict_catboost(model, transaction_features, ref["features"])
     value = float(psi(FrozenBins.from_dict(ref["bins"]["score"]), scores))
     frame = pl.DataFrame({"feature": ["score"], "psi": [value], "drifted": [value > PSI_ALERT]})
@@ -153,21 +153,24 @@ def prediction_drift(context: dg.AssetExecutionContext, transaction_features: pl
     description="Evidently HTML drift report for the day (the same frozen-bin PSI as the trigger).",
 )
 def drift_report(
-    context: dg.AssetExecutionContext, transaction_features: pl.DataFrame
+    context: dg.AssetExecutionContext,
+    model_registry: ModelRegistry,
+    storage: LakeStorage,
+    transaction_features: pl.DataFrame,
 ) -> dg.Output[str]:
     import mlflow
 
     from fraud_assets.lib.monitoring.drift import EVIDENTLY_STATTEST_NAME, evidently_psi_stattest
     from fraud_assets.lib.reports.evidently import drift_report_html
 
-    ref = _champion_reference()
+    ref = _champion_reference(model_registry)
     if ref is None:
         return dg.Output("", metadata={"report": "no champion yet"})
     reference = pl.read_parquet(
         mlflow.artifacts.download_artifacts(f"runs:/{ref['run_id']}/reference_sample.parquet")
     )
     numeric = [f for f in ref["features"] if f not in ref["categoricals"]]
-    path = Path(settings.REPORTS_ROOT) / "feature_drift" / f"{context.partition_key}.html"
+    path = storage.report_path("feature_drift", f"{context.partition_key}.html")
     evidently_psi_stattest()
     drift_report_html(
         reference,

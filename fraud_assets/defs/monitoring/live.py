@@ -1,8 +1,9 @@
 """serving_metrics, live_performance and business_metrics: the scoring service's logs of a day.
 
-They read the service's prediction, error and feedback logs under FRAUD_SERVING_STATE and
-the stored `fraud_labels` partitions from the day onwards (labels arrive late, so a day's
-numbers grow as it is re-materialized later; no Dagster dependency on future partitions).
+They read the service's prediction, error and feedback logs (the `serving_logs` resource;
+in the graph, the external asset `scoring_service_logs`) and the stored `fraud_labels`
+partitions from the day onwards (labels arrive late, so a day's numbers grow as it is
+re-materialized later; the dependency is declared for lineage, the lake is read directly).
 The logic lives in `fraud_assets.lib.monitoring`; these assets only read, log and
 publish. Metadata values are plain floats/ints (None where undefined) so the UI plots them;
 the drift sensor reads `live_ap_champion` and `n_labelled` of live_performance.
@@ -10,20 +11,32 @@ the drift sensor reads `live_ap_champion` and `n_labelled` of live_performance.
 
 import math
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from fraud_assets import settings
-from fraud_assets.defs.partitions import daily_partitions, partition_day
+from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib.contracts import CHALLENGER, LOGGED_VARIANTS
 from fraud_assets.lib.monitoring import ALL
+from fraud_assets.resources.storage import LakeStorage, ServingLogs
 
 LIVE_CODE_VERSION = "live-v1"
 TREND_DAYS = 30  # days of live AP on the trend plot
 LABEL_ASSET = "fraud_labels"
+# Fraud is confirmed late: all of a day's labels are in within this many days (the
+# simulator's cap and typical chargeback windows); the refresh schedule uses it too.
+LABEL_HORIZON_DAYS = 30
+
+scoring_service_logs = dg.AssetSpec(
+    "scoring_service_logs",
+    group_name="monitoring",
+    kinds={"bentoml"},
+    description="Written by the scoring service (`bentoml serve`), not by Dagster: the "
+    "prediction log and error log (a folder per day) and the feedback log, under the "
+    "serving-state root (FRAUD_SERVING_STATE; layout in lib/contracts.py).",
+)
 
 
 def _clean(value: Any) -> Any:
@@ -59,7 +72,9 @@ def _with_day(frame: pl.DataFrame, day: date) -> pl.DataFrame:
     return frame.select(pl.lit(day).alias("day"), pl.all())
 
 
-def _labelled_predictions(context: dg.AssetExecutionContext, day: date) -> pl.DataFrame:
+def _labelled_predictions(
+    context: dg.AssetExecutionContext, storage: LakeStorage, logs: ServingLogs, day: date
+) -> pl.DataFrame:
     """The day's predictions joined with the latest label known for each transaction."""
     from fraud_assets.lib.monitoring.logs import (
         join_labels,
@@ -69,28 +84,33 @@ def _labelled_predictions(context: dg.AssetExecutionContext, day: date) -> pl.Da
         read_predictions,
     )
 
-    predictions, problems = read_predictions(settings.SERVING_STATE, day)
-    feedback, feedback_problems = read_feedback(settings.SERVING_STATE)
+    predictions, problems = read_predictions(logs.state_root, day)
+    feedback, feedback_problems = read_feedback(logs.state_root)
     _warn_all(context, problems + feedback_problems)
-    pipeline = read_label_partitions(settings.DATA_ROOT, LABEL_ASSET, day)
+    pipeline = read_label_partitions(storage.data_root, LABEL_ASSET, day)
     labels = latest_labels(pipeline, feedback)
     context.log.info(
         f"{day}: {predictions.height} prediction rows; labels known: {pipeline.height} pipeline "
         f"events from {day} on, {feedback.height} feedback rows ({labels.height} transactions)"
     )
     if not predictions.height:
-        context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
+        context.log.warning(f"{day}: no predictions logged under {logs.state_root}")
     return join_labels(predictions, labels)
 
 
-def _live_asset(description: str) -> Any:
-    """The shape every asset here shares: a daily partition of the lake, group monitoring."""
+def _live_asset(description: str, *, labels: bool = True) -> Any:
+    """The shape every asset here shares: a daily partition of the lake, group monitoring,
+    fed by the service's logs (and the labels of the day's transactions as they arrive)."""
+    deps: list[Any] = [scoring_service_logs]
+    if labels:
+        deps.append(dg.AssetDep(LABEL_ASSET, partition_mapping=window(0, LABEL_HORIZON_DAYS)))
     return dg.asset(
         partitions_def=daily_partitions,
         io_manager_key="lake",
         group_name="monitoring",
         code_version=LIVE_CODE_VERSION,
         kinds={"polars"},
+        deps=deps,
         description=description,
     )
 
@@ -98,22 +118,25 @@ def _live_asset(description: str) -> Any:
 @_live_asset(
     "What the scoring service did that day (UTC), from its prediction and error "
     "logs: requests, rows scored, latency p50/p95/p99 per request, error rate, traffic per "
-    "variant (champion / challenger / shadow), model versions seen."
+    "variant (champion / challenger / shadow), model versions seen.",
+    labels=False,
 )
-def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+def serving_metrics(
+    context: dg.AssetExecutionContext, serving_logs: ServingLogs
+) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib.monitoring import serving
     from fraud_assets.lib.monitoring.logs import read_errors, read_predictions
 
     day = partition_day(context)
-    predictions, problems = read_predictions(settings.SERVING_STATE, day)
-    errors, error_problems = read_errors(settings.SERVING_STATE, day)
+    predictions, problems = read_predictions(serving_logs.state_root, day)
+    errors, error_problems = read_errors(serving_logs.state_root, day)
     _warn_all(context, problems + error_problems)
     table = serving.serving_metrics(predictions, errors)
     overall = table.filter(pl.col("variant") == ALL).row(0, named=True)
     per_variant = {r["variant"]: r for r in table.iter_rows(named=True)}
     by_status = serving.errors_by_status(errors)
     if not predictions.height:
-        context.log.warning(f"{day}: no predictions logged under {settings.SERVING_STATE}")
+        context.log.warning(f"{day}: no predictions logged under {serving_logs.state_root}")
     context.log.info(
         f"{day}: {overall['requests']} requests, {overall['rows']} rows scored, "
         f"{errors.height} errors, p99 latency {overall['latency_p99_ms']} ms"
@@ -140,7 +163,7 @@ def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame
         )
         or "none",
         "skipped_lines": len(problems) + len(error_problems),
-        "serving_state": dg.MetadataValue.path(settings.SERVING_STATE),
+        "serving_state": dg.MetadataValue.path(serving_logs.state_root),
         "summary": _md_table(
             table,
             ["variant", "rows", "requests", "latency_p50_ms", "latency_p99_ms", "model_versions"],
@@ -151,7 +174,7 @@ def serving_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame
     return dg.Output(_with_day(table, day), metadata=metadata)
 
 
-def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
+def _ap_history_png(storage: LakeStorage, day: date, today: pl.DataFrame) -> str | None:
     """PNG of AP per variant over the last TREND_DAYS days (earlier partitions of this
     asset from the lake), or None when no day has a defined AP."""
     from fraud_assets.lib.monitoring.logs import read_history
@@ -159,14 +182,14 @@ def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
 
     start = day - timedelta(days=TREND_DAYS - 1)
     days = [start + timedelta(days=k) for k in range(TREND_DAYS - 1)]
-    history = read_history(settings.DATA_ROOT, "live_performance", days)
+    history = read_history(storage.data_root, "live_performance", days)
     frames = [today.select("day", "variant", "ap")]
     if history.height and {"day", "variant", "ap"} <= set(history.columns):
         frames.insert(0, history.select("day", "variant", pl.col("ap").cast(pl.Float64)))
     points = pl.concat(frames, how="vertical_relaxed").filter(pl.col("ap").is_not_null())
     if not points.height:
         return None
-    path = Path(settings.REPORTS_ROOT) / "live_performance" / f"{day.isoformat()}.png"
+    path = storage.report_path("live_performance", f"{day.isoformat()}.png")
     ap_trend_png(points, path, start=start, end=day, floor=settings.LIVE_AP_FLOOR)
     return str(path)
 
@@ -178,11 +201,13 @@ def _ap_history_png(day: date, today: pl.DataFrame) -> str | None:
     "champion - challenger with a bootstrap 95% CI (independent for split traffic, paired "
     "for shadow mode). `live_ap_champion` and `n_labelled` feed the drift sensor."
 )
-def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+def live_performance(
+    context: dg.AssetExecutionContext, storage: LakeStorage, serving_logs: ServingLogs
+) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib.monitoring import performance
 
     day = partition_day(context)
-    joined = _labelled_predictions(context, day)
+    joined = _labelled_predictions(context, storage, serving_logs, day)
     table = _with_day(performance.live_performance(joined), day)
     head = performance.headline(table)
     ap = head["live_ap_champion"]
@@ -224,7 +249,7 @@ def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFram
             "ap_diff_ci_high",
         ],
     )
-    plot = _ap_history_png(day, table)
+    plot = _ap_history_png(storage, day, table)
     if plot is not None:
         metadata["ap_history"] = dg.MetadataValue.path(plot)
     return dg.Output(table, metadata=metadata)
@@ -236,11 +261,13 @@ def live_performance(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFram
     "and amount), alert rate; per variant and for all answered traffic (shadow rows are what "
     "the challenger would have done and are not in the total)."
 )
-def business_metrics(context: dg.AssetExecutionContext) -> dg.Output[pl.DataFrame]:
+def business_metrics(
+    context: dg.AssetExecutionContext, storage: LakeStorage, serving_logs: ServingLogs
+) -> dg.Output[pl.DataFrame]:
     from fraud_assets.lib.monitoring import performance
 
     day = partition_day(context)
-    joined = _labelled_predictions(context, day)
+    joined = _labelled_predictions(context, storage, serving_logs, day)
     table = performance.business_metrics(joined)
     rows = {r["variant"]: r for r in table.iter_rows(named=True)}
     total = rows[ALL]
