@@ -28,21 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fraud_assets.lib.features import (
+from fraud_assets.lib.features.definitions import (
     CATEGORICAL_COLUMNS,
     FEATURE_CODE_VERSION,
-    HISTORY_DAYS,
+    LOOKBACK_DAYS,
     TERMINAL_FEATURES,
     TIE_SLOTS,
     US_PER_DAY,
-    CustomerHistory,
-    amount_units,
     available_categoricals,
     feature_columns,
-    online_features,
-    terminal_snapshot,
     ts_to_us,
 )
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.features.online import online_features
 
 if TYPE_CHECKING:
     import polars as pl
@@ -180,9 +178,11 @@ def store_seed_from_frames(
     online) and the terminal snapshot as of it (the batch definition)."""
     import polars as pl
 
+    from fraud_assets.lib.features.batch import terminal_snapshot
+
     midnight = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
     before = history.filter(
-        pl.col("ts") >= midnight - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < midnight
+        pl.col("ts") >= midnight - timedelta(days=LOOKBACK_DAYS + 1), pl.col("ts") < midnight
     ).sort("ts", "transaction_id")
     histories = histories_from_transactions(
         before.iter_rows(named=True), available_categoricals(history.columns)
@@ -204,25 +204,25 @@ def _write_customers(
 ) -> None:
     """CSR arrays, dropping entries no window on or after ``store_as_of`` can reach."""
     start = _day_key(store_as_of)
-    oldest = start - HISTORY_DAYS * US_PER_DAY * TIE_SLOTS
+    oldest = start - LOOKBACK_DAYS * US_PER_DAY * TIE_SLOTS
     ids: list[str] = []
     offsets = [0]
     keys: list[int] = []
     amounts: list[float] = []
     small: list[int] = []
     for customer_id in sorted(histories):
-        h = histories[customer_id]
-        if h.keys and h.keys[-1] >= start:
+        h_keys, h_amounts, h_small = histories[customer_id].to_arrays()
+        if h_keys and h_keys[-1] >= start:
             raise BundleError(
                 f"customer {customer_id!r} has history on or after store_as_of {store_as_of}"
             )
-        first = next((i for i, k in enumerate(h.keys) if k > oldest), len(h.keys))
-        if first == len(h.keys):
+        first = next((i for i, k in enumerate(h_keys) if k > oldest), len(h_keys))
+        if first == len(h_keys):
             continue
         ids.append(customer_id)
-        keys.extend(h.keys[first:])
-        amounts.extend(h.amounts[first:])
-        small.extend(h.small[first:])
+        keys.extend(h_keys[first:])
+        amounts.extend(h_amounts[first:])
+        small.extend(h_small[first:])
         offsets.append(len(keys))
     np.savez(
         target,
@@ -356,14 +356,14 @@ def read_store_seed(path: str | os.PathLike[str]) -> StoreSeed:
     bounds = offsets.tolist()
     for i, customer_id in enumerate(ids):
         lo, hi = bounds[i], bounds[i + 1]
-        h = CustomerHistory()
-        h.keys = key_list[lo:hi]
-        h.amounts = amount_list[lo:hi]
-        h.units = [amount_units(a) for a in h.amounts]
-        h.small = small_list[lo:hi]
-        if any(a >= b for a, b in zip(h.keys, h.keys[1:], strict=False)):
-            raise BundleError(f"customers.npz: keys of {customer_id!r} are not increasing")
-        customers[customer_id] = h
+        try:
+            customers[customer_id] = CustomerHistory.from_arrays(
+                key_list[lo:hi], amount_list[lo:hi], small_list[lo:hi]
+            )
+        except ValueError:  # the slices have one length: the keys are out of order
+            raise BundleError(
+                f"customers.npz: keys of {customer_id!r} are not increasing"
+            ) from None
     with np.load(path / STORE_DIR / TERMINALS_FILE, allow_pickle=False) as t:
         terminal_ids, columns, matrix = t["terminal_ids"].tolist(), t["columns"], t["features"]
     if columns.tolist() != TERMINAL_FEATURES:

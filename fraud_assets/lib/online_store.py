@@ -18,7 +18,6 @@ are applied one at a time, in order.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,7 +26,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from fraud_assets.lib.bundle import read_store_seed, store_day_key
-from fraud_assets.lib.features import CustomerHistory, terminal_values
+from fraud_assets.lib.features.definitions import terminal_values
+from fraud_assets.lib.features.history import CustomerHistory
 
 
 @runtime_checkable
@@ -55,7 +55,7 @@ class OnlineStore(Protocol):
         ...
 
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
-        """The snapshot as ``features.terminal_values`` (zeros for an unknown terminal)."""
+        """The snapshot as ``definitions.terminal_values`` (zeros for an unknown terminal)."""
         ...
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
@@ -122,16 +122,11 @@ class EmbeddedStore:
         customers = seed.customers
         with self.lock:
             for customer_id, live in self._customers.items():
-                i = bisect.bisect_left(live.keys, start)
-                if i == len(live.keys):
-                    continue
                 merged = customers.get(customer_id)
                 if merged is None:
-                    merged = customers[customer_id] = CustomerHistory()
-                merged.keys.extend(live.keys[i:])
-                merged.amounts.extend(live.amounts[i:])
-                merged.units.extend(live.units[i:])
-                merged.small.extend(live.small[i:])
+                    merged = CustomerHistory()
+                if merged.extend(live, since=start):  # live traffic from the seed's day on
+                    customers[customer_id] = merged
             self._customers = customers
             self._terminals = seed.terminals
             self._terminal_values = vectors

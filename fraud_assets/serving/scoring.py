@@ -35,12 +35,8 @@ import msgspec
 import numpy as np
 
 from fraud_assets.lib.bundle import BundleError, model_path, read_manifest
-from fraud_assets.lib.features import (
-    UNKNOWN_CATEGORY,
-    feature_columns,
-    online_vector,
-    online_vectors,
-)
+from fraud_assets.lib.features.definitions import UNKNOWN_CATEGORY, feature_columns
+from fraud_assets.lib.features.online import online_vector, online_vectors
 from fraud_assets.lib.online_store import OnlineStore
 from fraud_assets.serving.logs import PredictionLog, PredictionRow
 from fraud_assets.serving.routing import (

@@ -17,12 +17,17 @@ import dagster as dg
 from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.definitions import FEATURE_CODE_VERSION, LOOKBACK_DAYS
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.features.online import online_features
 
 SERVICE_FILES = [
     "fraud_assets/__init__.py",
     "fraud_assets/lib/__init__.py",
-    "fraud_assets/lib/features.py",
+    "fraud_assets/lib/features/__init__.py",
+    "fraud_assets/lib/features/definitions.py",
+    "fraud_assets/lib/features/history.py",
+    "fraud_assets/lib/features/online.py",
     "fraud_assets/lib/bundle.py",
     "fraud_assets/lib/online_store.py",
 ]
@@ -32,10 +37,10 @@ SERVICE_FILES = [
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
     group_name="deployment",
-    code_version=F.FEATURE_CODE_VERSION,
+    code_version=FEATURE_CODE_VERSION,
     ins={
-        "raw_transactions": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
     },
     description="Online feature state after the day: customer histories (replayed through the "
     "online path) and terminal snapshots as of the next day. Seeds the service.",
@@ -230,8 +235,8 @@ def _offline_scores(bento: dict, store: dict, txs: list[dict], versions: list[st
     out = []
     for tx, version in zip(txs, versions, strict=True):
         row = dict(tx, ts=datetime.fromisoformat(tx["ts"].replace("Z", "+00:00")))
-        history = histories.setdefault(tx["customer_id"], F.CustomerHistory())
-        vector = F.online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
+        history = histories.setdefault(tx["customer_id"], CustomerHistory())
+        vector = online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
         out.append(float(models[version].predict_proba([list(vector.values())])[0][1]))
     return out
 
