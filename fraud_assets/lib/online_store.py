@@ -7,9 +7,10 @@ shared implementation):
   by every scored transaction. Exact only when ONE process scores all traffic, which is why
   the service runs a single worker with this backend.
 - A Redis backend implements the same interface for several workers/replicas: ``history``
-  reads the customer's entries, ``save`` writes them back (with a 31-day TTL), ``terminal``
-  reads a hash written by the ``online_feature_store`` asset, ``load_seed`` bulk-loads a
-  bundle's seed with a pipeline. It is not implemented yet; the embedded store is the default.
+  reads the customer's entries, ``save`` writes them back (with a 31-day TTL),
+  ``terminal_values`` reads a hash written by the ``online_feature_store`` asset,
+  ``load_seed`` bulk-loads a bundle's seed with a pipeline. It is not implemented yet; the
+  embedded store is the default.
 
 Thread-safety: each method is safe on its own; a read-modify-write sequence (history ->
 online_features -> save) must hold ``store.lock`` so concurrent transactions of one customer
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -50,12 +51,9 @@ class OnlineStore(Protocol):
         trip for a shared store; the iterable is not even read when in process)."""
         ...
 
-    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
-        """The terminal's snapshot for the store's day, or None for an unknown terminal."""
-        ...
-
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
-        """The snapshot as ``definitions.terminal_values`` (zeros for an unknown terminal)."""
+        """The terminal's snapshot for the store's day as ``definitions.terminal_values``
+        (zeros for an unknown terminal)."""
         ...
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
@@ -101,9 +99,6 @@ class EmbeddedStore:
 
     def save_many(self, customer_ids: Iterable[str]) -> None:
         """Nothing to do (see ``save``)."""
-
-    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
-        return self._terminals.get(terminal_id)
 
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
         values = self._terminal_values.get(terminal_id)

@@ -72,6 +72,11 @@ def _tx(tid: str, ts: datetime, customer: str, amount: float, channel: str = "on
     }
 
 
+def _terminal(store: EmbeddedStore, terminal_id: str) -> dict[str, float] | None:
+    """The snapshot the store holds for a terminal (None for an unknown one)."""
+    return store._terminals.get(terminal_id)
+
+
 def _write(path: Path, histories: dict, terminals: dict | None = None, **kw: Any) -> Path:
     args: dict[str, Any] = {
         "model_name": "fraud_model",
@@ -196,7 +201,7 @@ def test_embedded_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path
     for row in today.iter_rows(named=True):
         with store.lock:
             h = store.history(row["customer_id"])
-            online.append(online_features(row, h, store.terminal(row["terminal_id"]), CATS))
+            online.append(online_features(row, h, _terminal(store, row["terminal_id"]), CATS))
             store.save(row["customer_id"], h)
     batch = batch_features(history, labels, DAY).select(feature_columns(CATS))
     got = pl.DataFrame(online, schema=batch.schema)
@@ -237,7 +242,7 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
     assert store.history("new").amounts == [4.0]
     stats = store.stats()
     assert stats["customers"] == 2 and stats["history_rows"] == 5
-    assert store.terminal("T-unknown") is None
+    assert _terminal(store, "T-unknown") is None
 
 
 def test_history_constructors_validate_and_round_trip() -> None:
