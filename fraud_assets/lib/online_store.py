@@ -26,9 +26,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from fraud_assets.lib.bundle import read_store_seed, store_day_key
+from fraud_assets.lib.bundle import read_store_seed
 from fraud_assets.lib.features.definitions import terminal_values
 from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.store_seed import store_day_key
 
 
 @runtime_checkable

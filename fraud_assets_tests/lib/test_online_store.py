@@ -18,13 +18,12 @@ import pytest
 
 from fraud_assets.lib.bundle import (
     BundleError,
-    histories_from_transactions,
     read_manifest,
     read_store_seed,
-    store_seed_from_frames,
     validate_manifest,
     write_bundle,
 )
+from fraud_assets.lib.contracts import BUNDLE_MANIFEST
 from fraud_assets.lib.features.batch import batch_features
 from fraud_assets.lib.features.definitions import (
     AMOUNT_SCALE,
@@ -47,6 +46,7 @@ from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.features.online import online_features, online_vectors
 from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
+from fraud_assets.lib.store_seed import histories_from_transactions, store_seed_from_frames
 
 DAY = date(2026, 3, 10)
 MIDNIGHT = datetime(2026, 3, 10, tzinfo=UTC)
@@ -120,8 +120,8 @@ def test_seed_round_trips_and_old_entries_are_dropped(tmp_path: Path) -> None:
 
 
 def test_rewriting_a_bundle_replaces_it_whole(tmp_path: Path) -> None:
-    first = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
-    second = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
+    first = json.loads((_write(tmp_path / "b", {}) / BUNDLE_MANIFEST).read_text())
+    second = json.loads((_write(tmp_path / "b", {}) / BUNDLE_MANIFEST).read_text())
     assert first["bundle_id"] != second["bundle_id"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp or old folders left
 

@@ -21,11 +21,12 @@ import httpx
 import polars as pl
 import psutil
 
-from fraud_assets.lib.bundle import store_seed_from_frames, write_bundle
+from fraud_assets.lib.bundle import write_bundle
 from fraud_assets.lib.features.batch import batch_features
 from fraud_assets.lib.features.definitions import available_categoricals, feature_columns
 from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
+from fraud_assets.lib.store_seed import store_seed_from_frames
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "fraud_assets.serving.service:FraudScoring"

@@ -24,11 +24,13 @@ from fraud_assets.lib.features.online import online_features
 SERVICE_FILES = [
     "fraud_assets/__init__.py",
     "fraud_assets/lib/__init__.py",
+    "fraud_assets/lib/contracts.py",
     "fraud_assets/lib/features/__init__.py",
     "fraud_assets/lib/features/definitions.py",
     "fraud_assets/lib/features/history.py",
     "fraud_assets/lib/features/online.py",
     "fraud_assets/lib/bundle.py",
+    "fraud_assets/lib/store_seed.py",
     "fraud_assets/lib/online_store.py",
 ]
 
@@ -48,7 +50,7 @@ SERVICE_FILES = [
 def online_feature_store(
     context: dg.AssetExecutionContext, raw_transactions: dict, fraud_labels: dict
 ) -> dg.Output[dict]:
-    from fraud_assets.lib.bundle import store_seed_from_frames
+    from fraud_assets.lib.store_seed import store_seed_from_frames
 
     day = partition_day(context)
     serves = day + timedelta(days=1)
