@@ -24,18 +24,28 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.batch import batch_features
+from fraud_assets.lib.features.definitions import (
+    LOOKBACK_DAYS,
+    NIGHT_END_HOUR,
+    NIGHT_START_HOUR,
+    NUMERIC_FEATURES,
+    SMALL_AMOUNT,
+    TERMINAL_COUNT_COLUMNS,
+    VELOCITY_SECONDS,
+    WINDOWS_DAYS,
+)
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
 START = date(2025, 9, 1)
-WARMUP_DAYS = F.HISTORY_DAYS
+WARMUP_DAYS = LOOKBACK_DAYS
 TOLERANCE = 1e-6
 CUSTOMER_COUNT_COLUMNS = [
-    *(f"customer_tx_count_{w}d" for w in F.WINDOWS_DAYS),
+    *(f"customer_tx_count_{w}d" for w in WINDOWS_DAYS),
     "customer_tx_count_1h",
     "customer_small_online_count_1h",
 ]
-EXACT_COLUMNS = [*CUSTOMER_COUNT_COLUMNS, *F.TERMINAL_COUNT_COLUMNS]
+EXACT_COLUMNS = [*CUSTOMER_COUNT_COLUMNS, *TERMINAL_COUNT_COLUMNS]
 
 
 def peak_rss_mb() -> float:
@@ -70,23 +80,23 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     lo = pd.Timestamp(start, tz="UTC")
     hi = pd.Timestamp(end, tz="UTC") + pd.Timedelta(days=1)
     df = tx.sort_values(["customer_id", "ts", "transaction_id"]).reset_index(drop=True)
-    df["small"] = ((df["amount"] < F.SMALL_AMOUNT) & (df["channel"] == "online")).astype(float)
+    df["small"] = ((df["amount"] < SMALL_AMOUNT) & (df["channel"] == "online")).astype(float)
 
     # Time features.
     out = df[["transaction_id", "ts", "customer_id", "terminal_id", "amount"]].copy()
     hour = df["ts"].dt.hour
     out["hour"] = hour.astype(float)
     out["is_weekend"] = (df["ts"].dt.dayofweek >= 5).astype(float)
-    out["is_night"] = ((hour >= F.NIGHT_START_HOUR) | (hour < F.NIGHT_END_HOUR)).astype(float)
+    out["is_night"] = ((hour >= NIGHT_START_HOUR) | (hour < NIGHT_END_HOUR)).astype(float)
 
     # Customer windows: (t - w, t]; pandas' time-based windows end at the current row, so a
     # transaction does not see those after it at the same instant (rows are sorted by id).
     by_customer = df.groupby("customer_id", sort=True)
-    for w in F.WINDOWS_DAYS:
+    for w in WINDOWS_DAYS:
         stats = by_customer.rolling(f"{w}D", on="ts", closed="right")["amount"].agg(
             ["count", "mean", "max"]
         )
-        if w == F.WINDOWS_DAYS[0]:  # the groupby output follows the (customer-sorted) rows
+        if w == WINDOWS_DAYS[0]:  # the groupby output follows the (customer-sorted) rows
             assert (stats.index.get_level_values(0) == df["customer_id"]).all()
         out[f"customer_tx_count_{w}d"] = stats["count"].to_numpy()
         out[f"customer_amount_mean_{w}d"] = stats["mean"].to_numpy()
@@ -95,7 +105,7 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     out["amount_to_customer_mean_30d"] = np.where(
         mean_30d > 0, out["amount"] / mean_30d.where(mean_30d > 0, 1.0), 1.0
     )
-    velocity = by_customer.rolling(f"{F.VELOCITY_SECONDS}s", on="ts", closed="right")
+    velocity = by_customer.rolling(f"{VELOCITY_SECONDS}s", on="ts", closed="right")
     out["customer_tx_count_1h"] = velocity["amount"].count().to_numpy()
     out["customer_small_online_count_1h"] = velocity["small"].sum().to_numpy()
     out = out[(out["ts"] >= lo) & (out["ts"] < hi)].copy()
@@ -111,7 +121,7 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     snapshot = pd.DataFrame(
         index=pd.MultiIndex.from_product([range_days, daily.columns], names=["day", "terminal_id"])
     )
-    for w in F.WINDOWS_DAYS:
+    for w in WINDOWS_DAYS:
         counts = daily.rolling(w, min_periods=1).sum().shift(1).fillna(0.0)
         snapshot[f"terminal_tx_count_{w}d"] = counts.loc[range_days].stack().to_numpy()
 
@@ -126,14 +136,14 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
         seen = frauds[
             (frauds["known_at"] < day)
             & (frauds["day"] < day)
-            & (frauds["day"] >= day - pd.Timedelta(days=max(F.WINDOWS_DAYS)))
+            & (frauds["day"] >= day - pd.Timedelta(days=max(WINDOWS_DAYS)))
         ]
         counts = pd.DataFrame(
             {
                 f"terminal_fraud_count_{w}d": seen[
                     seen["day"] >= day - pd.Timedelta(days=w)
                 ].value_counts("terminal_id")
-                for w in F.WINDOWS_DAYS
+                for w in WINDOWS_DAYS
             }
         )
         counts["day"] = day
@@ -147,14 +157,14 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     snapshot = snapshot.join(fraud_counts, how="left").fillna(0.0).reset_index()
 
     out = out.merge(snapshot, on=["day", "terminal_id"], how="left")
-    out[F.TERMINAL_COUNT_COLUMNS] = out[F.TERMINAL_COUNT_COLUMNS].fillna(0.0)
-    for w in F.WINDOWS_DAYS:
+    out[TERMINAL_COUNT_COLUMNS] = out[TERMINAL_COUNT_COLUMNS].fillna(0.0)
+    for w in WINDOWS_DAYS:
         n_tx = out[f"terminal_tx_count_{w}d"]
         out[f"terminal_risk_{w}d"] = np.where(
             n_tx > 0, out[f"terminal_fraud_count_{w}d"] / n_tx.where(n_tx > 0, 1.0), 0.0
         )
     return out.sort_values(["ts", "transaction_id"])[
-        ["transaction_id", "ts", "customer_id", "terminal_id", *F.NUMERIC_FEATURES]
+        ["transaction_id", "ts", "customer_id", "terminal_id", *NUMERIC_FEATURES]
     ].reset_index(drop=True)
 
 
@@ -163,8 +173,8 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
 
 def compare(ours: pl.DataFrame, theirs: pl.DataFrame, history: pl.DataFrame) -> bool:
     """Per column: max abs difference and rows differing by more than TOLERANCE."""
-    joined = ours.select("transaction_id", "customer_id", "ts", *F.NUMERIC_FEATURES).join(
-        theirs.select("transaction_id", *F.NUMERIC_FEATURES),
+    joined = ours.select("transaction_id", "customer_id", "ts", *NUMERIC_FEATURES).join(
+        theirs.select("transaction_id", *NUMERIC_FEATURES),
         on="transaction_id",
         how="full",
         suffix="_pd",
@@ -177,21 +187,16 @@ def compare(ours: pl.DataFrame, theirs: pl.DataFrame, history: pl.DataFrame) -> 
         f"only in pandas {missing:,}, only in ours {missing_pd:,}"
     )
     diffs = joined.select(
-        *(
-            (pl.col(c) - pl.col(f"{c}_pd")).abs().fill_nan(np.inf).alias(c)
-            for c in F.NUMERIC_FEATURES
-        )
+        *((pl.col(c) - pl.col(f"{c}_pd")).abs().fill_nan(np.inf).alias(c) for c in NUMERIC_FEATURES)
     )
     worst = diffs.max().row(0, named=True)
-    over = diffs.select((pl.col(c) > TOLERANCE).sum() for c in F.NUMERIC_FEATURES).row(
-        0, named=True
-    )
+    over = diffs.select((pl.col(c) > TOLERANCE).sum() for c in NUMERIC_FEATURES).row(0, named=True)
     print(f"{'column':36s} {'max |diff|':>12s} {'rows > 1e-6':>12s}")
-    for c in F.NUMERIC_FEATURES:
+    for c in NUMERIC_FEATURES:
         flag = "  (must be exact)" if c in EXACT_COLUMNS else ""
         print(f"{c:36s} {worst[c]:12.3g} {over[c]:12,d}{flag}")
     ok = missing == 0 and missing_pd == 0
-    for c in F.NUMERIC_FEATURES:
+    for c in NUMERIC_FEATURES:
         ok &= over[c] == 0
     if not ok:
         explain_customer_mismatches(joined, history)
@@ -206,8 +211,8 @@ def explain_customer_mismatches(joined: pl.DataFrame, history: pl.DataFrame) -> 
     higher tie rank than the current one falls *inside* that window, though the docstring
     says windows are (t - w, t]. pandas excludes everything at t - w.
     """
-    spans = {f"{w}d": timedelta(days=w) for w in F.WINDOWS_DAYS}
-    spans["1h"] = timedelta(seconds=F.VELOCITY_SECONDS)
+    spans = {f"{w}d": timedelta(days=w) for w in WINDOWS_DAYS}
+    spans["1h"] = timedelta(seconds=VELOCITY_SECONDS)
     instants = history.select("customer_id", "ts").unique()
     for name, span in spans.items():
         col = f"customer_tx_count_{name}"
@@ -244,7 +249,7 @@ def main() -> None:
 
     rss_before = current_rss_mb()
     t = time.perf_counter()
-    ours = F.batch_features(history, labels, start, end)
+    ours = batch_features(history, labels, start, end)
     ours_s = time.perf_counter() - t
     ours_peak = peak_rss_mb()
     print(

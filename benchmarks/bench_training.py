@@ -15,7 +15,12 @@ from datetime import date, timedelta
 
 import polars as pl
 
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.batch import batch_features
+from fraud_assets.lib.features.definitions import (
+    LOOKBACK_DAYS,
+    available_categoricals,
+    feature_columns,
+)
 from fraud_assets.lib.modeling import CatBoostParams, train_catboost
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.lib.time_split import SplitConfig, build_training_set
@@ -33,23 +38,23 @@ def main() -> None:
     sim = Simulator(SimulationConfig(seed=7, size=1.0))
     first = END - timedelta(days=split.total_days - 1)
     days = [
-        first - timedelta(days=F.HISTORY_DAYS) + timedelta(days=i)
-        for i in range(split.total_days + F.HISTORY_DAYS)
+        first - timedelta(days=LOOKBACK_DAYS) + timedelta(days=i)
+        for i in range(split.total_days + LOOKBACK_DAYS)
     ]
     t = time.perf_counter()
     history = pl.concat([sim.transactions(d) for d in days])
     labels = pl.concat([sim.labels(d) for d in days])
-    feats = F.batch_features(history, labels, first, END)
+    feats = batch_features(history, labels, first, END)
     print(
         f"data: {history.height:,} transactions, features for {feats.height:,} in {time.perf_counter() - t:.1f} s"
     )
     ts = build_training_set(feats, labels, history.select("transaction_id", "is_fraud"), END, split)
     train = ts.filter(pl.col("split") == "train")
     val = ts.filter(pl.col("split") == "validation")
-    cats = F.available_categoricals(history.columns)
+    cats = available_categoricals(history.columns)
     rss_before = peak_rss_mb()
     t = time.perf_counter()
-    model = train_catboost(train, val, F.feature_columns(cats), cats, CatBoostParams())
+    model = train_catboost(train, val, feature_columns(cats), cats, CatBoostParams())
     elapsed = time.perf_counter() - t
     print(
         f"CatBoost: {train.height:,} train rows ({int(train['label'].sum())} known frauds), "

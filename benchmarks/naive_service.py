@@ -24,14 +24,16 @@ from pathlib import Path
 import bentoml
 from catboost import CatBoostClassifier
 
+from fraud_assets.lib.contracts import BUNDLE_MANIFEST, CHAMPION
+
 
 @bentoml.service(name="naive_scoring", workers=1)
 class NaiveScoring:
     def __init__(self) -> None:
         bundle = Path(os.environ["FRAUD_BUNDLE"])
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = json.loads((bundle / BUNDLE_MANIFEST).read_text())
         self.model = CatBoostClassifier()
-        self.model.load_model(str(bundle / manifest["variants"]["champion"]["model_file"]))
+        self.model.load_model(str(bundle / manifest["variants"][CHAMPION]["model_file"]))
 
     @bentoml.api
     def score(self, features: list[float | str]) -> dict[str, float]:

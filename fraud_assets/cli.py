@@ -150,15 +150,15 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     """Ingest the warm-up window, then features for `feature_days`, then train as of `end`."""
     import dagster as dg
 
-    from fraud_assets.lib.features import HISTORY_DAYS
+    from fraud_assets.lib.features.definitions import LOOKBACK_DAYS
 
     instance = instance or dg.DagsterInstance.get()
-    days = demo_days(feature_days + HISTORY_DAYS, end)
-    print(f"ingesting {days[0]} .. {days[-1]} ({HISTORY_DAYS} days of history first)")
+    days = demo_days(feature_days + LOOKBACK_DAYS, end)
+    print(f"ingesting {days[0]} .. {days[-1]} ({LOOKBACK_DAYS} days of history first)")
     failed = run_partitions("daily_ingestion", days)
     if not failed:
-        print(f"features {days[HISTORY_DAYS]} .. {end}")
-        failed = run_partitions("features", days[HISTORY_DAYS:])
+        print(f"features {days[LOOKBACK_DAYS]} .. {end}")
+        failed = run_partitions("features", days[LOOKBACK_DAYS:])
     if failed:
         print(f"quality gates failed for {len(failed)} partitions: {', '.join(failed)}")
         return 1

@@ -1,16 +1,17 @@
 """Deployment bundle: one folder holding everything the scoring service needs.
 
-Layout (``FORMAT_VERSION`` 1)::
+Layout (``FORMAT_VERSION`` 1; the names are in ``contracts``)::
 
     manifest.json          model name, feature order, categoricals, store as-of, variants, traffic
     models/<variant>.cbm   CatBoost native model files
     store/customers.npz    customer histories, CSR layout: ids, offsets, keys, amounts, small
     store/terminals.npz    terminal snapshot: ids, column names, float64 matrix
 
-The writer side may use Polars (imported lazily, only to build a seed from frames); the reader
-side uses json and numpy only, so the service never pulls Polars in. A bundle is written into a
-temporary sibling folder and renamed into place, and carries a random ``bundle_id``: a reader
-that sees the same id before and after loading the files knows it did not race a writer.
+This module validates the manifest and writes and reads the folder; ``store_seed`` owns the
+two store files. Reading uses json and numpy only, so the service never pulls Polars in. A
+bundle is written into a temporary sibling folder and renamed into place, and carries a
+random ``bundle_id``: a reader that sees the same id before and after loading the files
+knows it did not race a writer.
 """
 
 from __future__ import annotations
@@ -20,55 +21,34 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-
-from fraud_assets.lib.features import (
+from fraud_assets.lib.contracts import (
+    ANSWERING_VARIANTS,
+    BUNDLE_MANIFEST,
+    BUNDLE_MODELS_DIR,
+    BUNDLE_STORE_DIR,
+    CHAMPION,
+    SPLIT,
+    TRAFFIC_MODES,
+)
+from fraud_assets.lib.features.definitions import (
     CATEGORICAL_COLUMNS,
     FEATURE_CODE_VERSION,
-    HISTORY_DAYS,
-    TERMINAL_FEATURES,
-    TIE_SLOTS,
-    US_PER_DAY,
-    CustomerHistory,
-    amount_units,
-    available_categoricals,
     feature_columns,
-    online_features,
-    terminal_snapshot,
-    ts_to_us,
 )
-
-if TYPE_CHECKING:
-    import polars as pl
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.store_seed import StoreSeed, StoreSeedError, read_seed, write_seed
 
 FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-MODELS_DIR = "models"
-STORE_DIR = "store"
-CUSTOMERS_FILE = "customers.npz"
-TERMINALS_FILE = "terminals.npz"
-VARIANTS = ("champion", "challenger")
-TRAFFIC_MODES = ("split", "shadow")
-DEFAULT_TRAFFIC: dict[str, Any] = {"challenger_share": 0.0, "mode": "split"}
+DEFAULT_TRAFFIC: dict[str, Any] = {"challenger_share": 0.0, "mode": SPLIT}
 
 
 class BundleError(ValueError):
     """A bundle folder that is missing, incomplete or inconsistent."""
-
-
-@dataclass(frozen=True)
-class StoreSeed:
-    """The online store's starting state: histories before ``as_of``, terminals as of it."""
-
-    as_of: date
-    customers: dict[str, CustomerHistory]
-    terminals: dict[str, dict[str, float]]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -118,18 +98,18 @@ def validate_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     if unknown or not features or len(set(features)) != len(features):
         raise BundleError(f"features must be distinct online features; unknown: {unknown}")
     variants = manifest["variants"]
-    if not isinstance(variants, Mapping) or "champion" not in variants:
+    if not isinstance(variants, Mapping) or CHAMPION not in variants:
         raise BundleError("variants must hold a champion")
-    extra = [v for v in variants if v not in VARIANTS]
+    extra = [v for v in variants if v not in ANSWERING_VARIANTS]
     if extra:
-        raise BundleError(f"unknown variants {extra} (allowed: {VARIANTS})")
+        raise BundleError(f"unknown variants {extra} (allowed: {ANSWERING_VARIANTS})")
     out_variants = {}
     for name, spec in variants.items():
         if not isinstance(spec, Mapping) or not isinstance(spec.get("version"), str):
             raise BundleError(f"variant {name!r}: needs a string version")
         out_variants[name] = {
             "version": spec["version"],
-            "model_file": str(spec.get("model_file", f"{MODELS_DIR}/{name}.cbm")),
+            "model_file": str(spec.get("model_file", f"{BUNDLE_MODELS_DIR}/{name}.cbm")),
             "thresholds": _thresholds(name, spec.get("thresholds")),
         }
     try:
@@ -148,103 +128,6 @@ def validate_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- writer
-
-
-def histories_from_transactions(
-    rows: Iterable[Mapping[str, Any]], categoricals: Sequence[str] = CATEGORICAL_COLUMNS
-) -> dict[str, CustomerHistory]:
-    """Customer histories built by replaying transactions through ``online_features``.
-
-    That is exactly how the service accumulates state, so a seed built here is what the
-    service would hold had it scored these transactions itself. ``rows`` (mappings with ts,
-    customer_id, amount and the categoricals) must be sorted by (ts, transaction_id).
-    """
-    histories: dict[str, CustomerHistory] = {}
-    last: tuple[datetime, str] | None = None
-    for row in rows:
-        order = (row["ts"], str(row.get("transaction_id", "")))
-        if last is not None and order < last:
-            raise ValueError("rows must be sorted by (ts, transaction_id)")
-        last = order
-        history = histories.get(row["customer_id"])
-        if history is None:
-            history = histories[row["customer_id"]] = CustomerHistory()
-        online_features(row, history, None, categoricals, update=True)
-    return histories
-
-
-def store_seed_from_frames(
-    history: pl.DataFrame, labels: pl.DataFrame, as_of: date
-) -> tuple[dict[str, CustomerHistory], dict[str, dict[str, float]]]:
-    """Seed for a store serving day ``as_of``: histories of the 30 days before it (replayed
-    online) and the terminal snapshot as of it (the batch definition)."""
-    import polars as pl
-
-    midnight = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
-    before = history.filter(
-        pl.col("ts") >= midnight - timedelta(days=HISTORY_DAYS + 1), pl.col("ts") < midnight
-    ).sort("ts", "transaction_id")
-    histories = histories_from_transactions(
-        before.iter_rows(named=True), available_categoricals(history.columns)
-    )
-    terminals = {
-        row["terminal_id"]: {c: float(row[c]) for c in TERMINAL_FEATURES}
-        for row in terminal_snapshot(history, labels, as_of).iter_rows(named=True)
-    }
-    return histories, terminals
-
-
-def _day_key(day: date) -> int:
-    """History key of the first instant of ``day`` (keys are microseconds * TIE_SLOTS)."""
-    return ts_to_us(datetime(day.year, day.month, day.day, tzinfo=UTC)) * TIE_SLOTS
-
-
-def _write_customers(
-    target: Path, histories: Mapping[str, CustomerHistory], store_as_of: date
-) -> None:
-    """CSR arrays, dropping entries no window on or after ``store_as_of`` can reach."""
-    start = _day_key(store_as_of)
-    oldest = start - HISTORY_DAYS * US_PER_DAY * TIE_SLOTS
-    ids: list[str] = []
-    offsets = [0]
-    keys: list[int] = []
-    amounts: list[float] = []
-    small: list[int] = []
-    for customer_id in sorted(histories):
-        h = histories[customer_id]
-        if h.keys and h.keys[-1] >= start:
-            raise BundleError(
-                f"customer {customer_id!r} has history on or after store_as_of {store_as_of}"
-            )
-        first = next((i for i, k in enumerate(h.keys) if k > oldest), len(h.keys))
-        if first == len(h.keys):
-            continue
-        ids.append(customer_id)
-        keys.extend(h.keys[first:])
-        amounts.extend(h.amounts[first:])
-        small.extend(h.small[first:])
-        offsets.append(len(keys))
-    np.savez(
-        target,
-        customer_ids=np.array(ids, dtype=np.str_),
-        offsets=np.array(offsets, dtype=np.int64),
-        keys=np.array(keys, dtype=np.int64),
-        amounts=np.array(amounts, dtype=np.float64),
-        small=np.array(small, dtype=np.int8),
-    )
-
-
-def _write_terminals(target: Path, rows: Mapping[str, Mapping[str, float]]) -> None:
-    ids = sorted(rows)
-    matrix = np.array(
-        [[float(rows[t].get(c, 0.0)) for c in TERMINAL_FEATURES] for t in ids], dtype=np.float64
-    ).reshape(len(ids), len(TERMINAL_FEATURES))
-    np.savez(
-        target,
-        terminal_ids=np.array(ids, dtype=np.str_),
-        columns=np.array(TERMINAL_FEATURES, dtype=np.str_),
-        features=matrix,
-    )
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
@@ -283,7 +166,7 @@ def write_bundle(
     variant_specs = {
         name: {
             "version": spec["version"],
-            "model_file": f"{MODELS_DIR}/{name}.cbm",
+            "model_file": f"{BUNDLE_MODELS_DIR}/{name}.cbm",
             "thresholds": spec["thresholds"],
         }
         for name, spec in variants.items()
@@ -310,14 +193,16 @@ def write_bundle(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
     try:
-        (tmp / MODELS_DIR).mkdir(parents=True)
-        (tmp / STORE_DIR).mkdir()
+        (tmp / BUNDLE_MODELS_DIR).mkdir(parents=True)
+        (tmp / BUNDLE_STORE_DIR).mkdir()
         for name, spec in variants.items():
             spec["model"].save_model(str(tmp / variant_specs[name]["model_file"]))
-        _write_customers(tmp / STORE_DIR / CUSTOMERS_FILE, customer_histories, store_as_of)
-        _write_terminals(tmp / STORE_DIR / TERMINALS_FILE, terminal_rows)
+        try:
+            write_seed(tmp / BUNDLE_STORE_DIR, customer_histories, terminal_rows, store_as_of)
+        except StoreSeedError as exc:
+            raise BundleError(str(exc)) from None
         # The manifest goes last: a folder with a manifest is a complete bundle.
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (tmp / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -330,11 +215,11 @@ def write_bundle(
 
 def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The validated manifest of the bundle at ``path``."""
-    file = Path(path) / MANIFEST_FILE
+    file = Path(path) / BUNDLE_MANIFEST
     try:
         raw = json.loads(file.read_text())
     except FileNotFoundError:
-        raise BundleError(f"no bundle at {path} ({MANIFEST_FILE} missing)") from None
+        raise BundleError(f"no bundle at {path} ({BUNDLE_MANIFEST} missing)") from None
     except json.JSONDecodeError as exc:
         raise BundleError(f"{file}: {exc}") from None
     if not isinstance(raw, dict):
@@ -346,39 +231,12 @@ def read_store_seed(path: str | os.PathLike[str]) -> StoreSeed:
     """The online store seed of the bundle at ``path`` (numpy only, no pickles)."""
     path = Path(path)
     manifest = read_manifest(path)
-    with np.load(path / STORE_DIR / CUSTOMERS_FILE, allow_pickle=False) as c:
-        ids, offsets = c["customer_ids"].tolist(), c["offsets"]
-        keys, amounts, small = c["keys"], c["amounts"], c["small"]
-    if len(offsets) != len(ids) + 1 or offsets[-1] != len(keys):
-        raise BundleError("customers.npz: offsets do not match the arrays")
-    customers: dict[str, CustomerHistory] = {}
-    key_list, amount_list, small_list = keys.tolist(), amounts.tolist(), small.tolist()
-    bounds = offsets.tolist()
-    for i, customer_id in enumerate(ids):
-        lo, hi = bounds[i], bounds[i + 1]
-        h = CustomerHistory()
-        h.keys = key_list[lo:hi]
-        h.amounts = amount_list[lo:hi]
-        h.units = [amount_units(a) for a in h.amounts]
-        h.small = small_list[lo:hi]
-        if any(a >= b for a, b in zip(h.keys, h.keys[1:], strict=False)):
-            raise BundleError(f"customers.npz: keys of {customer_id!r} are not increasing")
-        customers[customer_id] = h
-    with np.load(path / STORE_DIR / TERMINALS_FILE, allow_pickle=False) as t:
-        terminal_ids, columns, matrix = t["terminal_ids"].tolist(), t["columns"], t["features"]
-    if columns.tolist() != TERMINAL_FEATURES:
-        raise BundleError("terminals.npz: columns differ from TERMINAL_FEATURES")
-    terminals = {
-        tid: dict(zip(TERMINAL_FEATURES, row, strict=True))
-        for tid, row in zip(terminal_ids, matrix.tolist(), strict=True)
-    }
+    try:
+        customers, terminals = read_seed(path / BUNDLE_STORE_DIR)
+    except StoreSeedError as exc:
+        raise BundleError(str(exc)) from None
     return StoreSeed(date.fromisoformat(manifest["store_as_of"]), customers, terminals)
 
 
 def model_path(path: str | os.PathLike[str], manifest: Mapping[str, Any], variant: str) -> Path:
     return Path(path) / manifest["variants"][variant]["model_file"]
-
-
-def store_day_key(day: date) -> int:
-    """History key at which the seed of a store as of ``day`` ends (live traffic begins)."""
-    return _day_key(day)

@@ -7,9 +7,10 @@ shared implementation):
   by every scored transaction. Exact only when ONE process scores all traffic, which is why
   the service runs a single worker with this backend.
 - A Redis backend implements the same interface for several workers/replicas: ``history``
-  reads the customer's entries, ``save`` writes them back (with a 31-day TTL), ``terminal``
-  reads a hash written by the ``online_feature_store`` asset, ``load_seed`` bulk-loads a
-  bundle's seed with a pipeline. It is not implemented yet; the embedded store is the default.
+  reads the customer's entries, ``save`` writes them back (with a 31-day TTL),
+  ``terminal_values`` reads a hash written by the ``online_feature_store`` asset,
+  ``load_seed`` bulk-loads a bundle's seed with a pipeline. It is not implemented yet; the
+  embedded store is the default.
 
 Thread-safety: each method is safe on its own; a read-modify-write sequence (history ->
 online_features -> save) must hold ``store.lock`` so concurrent transactions of one customer
@@ -18,16 +19,17 @@ are applied one at a time, in order.
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from fraud_assets.lib.bundle import read_store_seed, store_day_key
-from fraud_assets.lib.features import CustomerHistory, terminal_values
+from fraud_assets.lib.bundle import read_store_seed
+from fraud_assets.lib.features.definitions import terminal_values
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.store_seed import store_day_key
 
 
 @runtime_checkable
@@ -50,12 +52,9 @@ class OnlineStore(Protocol):
         trip for a shared store; the iterable is not even read when in process)."""
         ...
 
-    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
-        """The terminal's snapshot for the store's day, or None for an unknown terminal."""
-        ...
-
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
-        """The snapshot as ``features.terminal_values`` (zeros for an unknown terminal)."""
+        """The terminal's snapshot for the store's day as ``definitions.terminal_values``
+        (zeros for an unknown terminal)."""
         ...
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
@@ -102,9 +101,6 @@ class EmbeddedStore:
     def save_many(self, customer_ids: Iterable[str]) -> None:
         """Nothing to do (see ``save``)."""
 
-    def terminal(self, terminal_id: str) -> Mapping[str, float] | None:
-        return self._terminals.get(terminal_id)
-
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
         values = self._terminal_values.get(terminal_id)
         return _UNKNOWN_TERMINAL if values is None else values
@@ -122,16 +118,11 @@ class EmbeddedStore:
         customers = seed.customers
         with self.lock:
             for customer_id, live in self._customers.items():
-                i = bisect.bisect_left(live.keys, start)
-                if i == len(live.keys):
-                    continue
                 merged = customers.get(customer_id)
                 if merged is None:
-                    merged = customers[customer_id] = CustomerHistory()
-                merged.keys.extend(live.keys[i:])
-                merged.amounts.extend(live.amounts[i:])
-                merged.units.extend(live.units[i:])
-                merged.small.extend(live.small[i:])
+                    merged = CustomerHistory()
+                if merged.extend(live, since=start):  # live traffic from the seed's day on
+                    customers[customer_id] = merged
             self._customers = customers
             self._terminals = seed.terminals
             self._terminal_values = vectors

@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from fraud_assets.lib.schema import KEY_COLUMNS, REQUIRED_TRANSACTION_COLUMNS
+from fraud_assets.lib.schema import NON_NULL_COLUMNS, REQUIRED_TRANSACTION_COLUMNS
 
 # GX's names for the types it observes on pyarrow-backed pandas columns.
 _CANONICAL_GX_TYPE = {
@@ -114,7 +114,7 @@ def _raw_expectations(
     for col, gx_type in _CANONICAL_GX_TYPE.items():
         if col in present:
             checks["schema"].append(gxe.ExpectColumnValuesToBeOfType(column=col, type_=gx_type))
-    for col in KEY_COLUMNS:
+    for col in NON_NULL_COLUMNS:
         if col in present:
             checks["keys_not_null"].append(gxe.ExpectColumnValuesToNotBeNull(column=col))
     if "transaction_id" in present:
@@ -250,10 +250,10 @@ FEATURE_CHECKS: dict[str, str] = {
 
 def feature_ranges(columns: Sequence[str]) -> dict[str, tuple[float, float]]:
     """Allowed range per numeric feature. A finite upper bound also rejects +inf."""
-    from fraud_assets.lib import features as F
+    from fraud_assets.lib.features.definitions import NUMERIC_FEATURES
 
     ranges: dict[str, tuple[float, float]] = {}
-    for col in F.NUMERIC_FEATURES:
+    for col in NUMERIC_FEATURES:
         if col not in columns:
             continue
         if col == "hour":

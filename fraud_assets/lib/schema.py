@@ -32,7 +32,8 @@ LABEL_COLUMNS: dict[str, pl.DataType] = {
     "is_fraud": pl.Int8(),
     "known_at": pl.Datetime("us", "UTC"),
 }
-KEY_COLUMNS = ("transaction_id", "ts", "customer_id", "terminal_id", "amount")
+# Columns that must be non-null in raw data.
+NON_NULL_COLUMNS = ("transaction_id", "ts", "customer_id", "terminal_id", "amount")
 ALL_TRANSACTION_COLUMNS = {
     **REQUIRED_TRANSACTION_COLUMNS,
     **OPTIONAL_TRANSACTION_COLUMNS,

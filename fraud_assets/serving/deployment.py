@@ -23,7 +23,7 @@ import numpy as np
 
 from fraud_assets.lib.bundle import BundleError, model_path, read_manifest
 from fraud_assets.lib.contracts import APPROVE, CHALLENGER, CHAMPION, DECLINE, REVIEW
-from fraud_assets.lib.features import UNKNOWN_CATEGORY, feature_columns
+from fraud_assets.lib.features.definitions import UNKNOWN_CATEGORY, feature_columns
 
 # One row is scored on the calling thread: CatBoost's default (all cores) hands each call to
 # its thread pool, which costs more CPU than the ~0.1 ms of tree evaluation it spreads.

@@ -30,10 +30,7 @@ from typing import Any
 import msgspec
 
 from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
-from fraud_assets.lib.features import (
-    online_vector,
-    online_vectors,
-)
+from fraud_assets.lib.features.online import online_vector, online_vectors
 from fraud_assets.lib.online_store import OnlineStore
 from fraud_assets.serving.deployment import (
     SINGLE_ROW_THREADS,

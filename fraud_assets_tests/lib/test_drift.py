@@ -7,8 +7,13 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from fraud_assets.lib import features as F
 from fraud_assets.lib.contracts import PSI_ALERT
+from fraud_assets.lib.features.batch import batch_features
+from fraud_assets.lib.features.definitions import (
+    DRIFT_FEATURES_EXCLUDED,
+    NUMERIC_FEATURES,
+    available_categoricals,
+)
 from fraud_assets.lib.monitoring.drift import freeze_frame_bins, psi_table
 from fraud_assets.lib.simulation import DriftScenario, SimulationConfig, Simulator
 
@@ -27,9 +32,9 @@ def daily_psi() -> dict[date, float]:
     ]
     history = pl.concat([sim.transactions(d) for d in days])
     labels = pl.concat([sim.labels(d) for d in days])
-    feats = F.batch_features(history, labels, first, DRIFT_DAY)
-    cats = F.available_categoricals(history.columns)
-    monitored = [c for c in F.NUMERIC_FEATURES if c not in F.DRIFT_FEATURES_EXCLUDED]
+    feats = batch_features(history, labels, first, DRIFT_DAY)
+    cats = available_categoricals(history.columns)
+    monitored = [c for c in NUMERIC_FEATURES if c not in DRIFT_FEATURES_EXCLUDED]
     train = feats.filter(pl.col("ts").dt.date() <= TRAIN_END)
     bins = freeze_frame_bins(train, numeric=monitored, categorical=cats)
     out = {}

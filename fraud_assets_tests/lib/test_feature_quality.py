@@ -5,7 +5,12 @@ from datetime import date, timedelta
 import polars as pl
 import pytest
 
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.batch import batch_features
+from fraud_assets.lib.features.definitions import (
+    FEATURE_ROW_KEYS,
+    available_categoricals,
+    feature_columns,
+)
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
 from fraud_assets.lib.schema import empty_labels
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
@@ -17,11 +22,11 @@ DAY = date(2026, 3, 10)
 def feats() -> pl.DataFrame:
     sim = Simulator(SimulationConfig(seed=1, size=0.1))
     days = [DAY - timedelta(days=i) for i in range(5, -1, -1)]
-    return F.batch_features(pl.concat([sim.transactions(d) for d in days]), empty_labels(), DAY)
+    return batch_features(pl.concat([sim.transactions(d) for d in days]), empty_labels(), DAY)
 
 
 def _expected(df: pl.DataFrame) -> list[str]:
-    return [*F.KEY_COLUMNS, *F.feature_columns(F.available_categoricals(df.columns))]
+    return [*FEATURE_ROW_KEYS, *feature_columns(available_categoricals(df.columns))]
 
 
 def _failed(df: pl.DataFrame, expected: list[str]) -> dict[str, str]:

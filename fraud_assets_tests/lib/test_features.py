@@ -6,7 +6,19 @@ from itertools import pairwise
 import polars as pl
 import pytest
 
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.batch import (
+    _group_chunks,
+    _window_max,
+    batch_features,
+    terminal_snapshot,
+)
+from fraud_assets.lib.features.definitions import (
+    NUMERIC_FEATURES,
+    available_categoricals,
+    feature_columns,
+)
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.features.online import online_features
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
 DAY = date(2026, 3, 10)
@@ -49,7 +61,7 @@ def _row(df: pl.DataFrame, tid: str) -> dict:
 
 
 def test_first_transaction_of_a_customer() -> None:
-    out = F.batch_features(_tx([("a", T0, "c1", "t1", 40.0, "online")]), NO_LABELS, DAY)
+    out = batch_features(_tx([("a", T0, "c1", "t1", 40.0, "online")]), NO_LABELS, DAY)
     row = _row(out, "a")
     assert row["customer_tx_count_1d"] == 1 and row["customer_tx_count_30d"] == 1
     assert row["customer_amount_mean_7d"] == 40.0 and row["customer_amount_max_30d"] == 40.0
@@ -73,7 +85,7 @@ def test_window_boundaries_are_exclusive_at_t_minus_w() -> None:
             ("now", T0, "c1", "t1", 20.0, "card_present"),
         ]
     )
-    row = _row(F.batch_features(hist, NO_LABELS, DAY), "now")
+    row = _row(batch_features(hist, NO_LABELS, DAY), "now")
     assert row["customer_tx_count_7d"] == 2  # old_inside and now; old_exact is out
     assert row["customer_amount_max_7d"] == 20.0
     assert row["customer_tx_count_30d"] == 3
@@ -84,7 +96,7 @@ def test_window_boundaries_are_exclusive_at_t_minus_w() -> None:
 
 def test_simultaneous_transactions_never_see_later_ones() -> None:
     hist = _tx([("b", T0, "c1", "t1", 1.0, "online"), ("a", T0, "c1", "t1", 2.0, "online")])
-    out = F.batch_features(hist, NO_LABELS, DAY)
+    out = batch_features(hist, NO_LABELS, DAY)
     assert _row(out, "a")["customer_tx_count_1d"] == 1  # "a" sorts first
     assert _row(out, "b")["customer_tx_count_1d"] == 2
     assert _row(out, "b")["customer_small_online_count_1h"] == 2
@@ -102,7 +114,7 @@ def test_velocity_counts_small_online_amounts_in_the_last_hour() -> None:
             ("big", T0, "c1", "t9", 900.0, "online"),
         ]
     )
-    row = _row(F.batch_features(hist, NO_LABELS, DAY), "big")
+    row = _row(batch_features(hist, NO_LABELS, DAY), "big")
     assert row["customer_tx_count_1h"] == 3
     assert row["customer_small_online_count_1h"] == 1
 
@@ -127,13 +139,13 @@ def test_terminal_risk_counts_only_labels_known_before_the_day() -> None:
             ("g1", 0, midnight - timedelta(hours=1)),
         ]
     )
-    row = _row(F.batch_features(hist, labels, DAY), "now")
+    row = _row(batch_features(hist, labels, DAY), "now")
     assert row["terminal_tx_count_1d"] == 2 and row["terminal_fraud_count_1d"] == 0
     assert row["terminal_tx_count_7d"] == 3 and row["terminal_fraud_count_7d"] == 1
     assert row["terminal_tx_count_30d"] == 4 and row["terminal_fraud_count_30d"] == 2
     assert row["terminal_risk_30d"] == 0.5
     # The next day, f1's label is known.
-    nxt = F.terminal_snapshot(hist, labels, DAY + timedelta(days=1)).to_dicts()[0]
+    nxt = terminal_snapshot(hist, labels, DAY + timedelta(days=1)).to_dicts()[0]
     assert nxt["terminal_fraud_count_7d"] == 2
 
 
@@ -142,15 +154,15 @@ def test_no_leakage_from_later_rows_or_later_labels() -> None:
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
     hist = pl.concat([sim.transactions(d) for d in days])
     labels = pl.concat([sim.labels(d) for d in days[1:]])
-    base = F.batch_features(
+    base = batch_features(
         hist, labels.filter(pl.col("known_at") < datetime(2026, 3, 10, tzinfo=UTC)), DAY
     )
     later_rows = pl.concat([hist, sim.transactions(DAY + timedelta(days=1))])
     later_labels = pl.concat([labels, sim.labels(DAY + timedelta(days=1)), sim.labels(DAY)])
-    assert F.batch_features(later_rows, later_labels, DAY).equals(base)
+    assert batch_features(later_rows, later_labels, DAY).equals(base)
     # ... and the test can fail: labels known earlier do change terminal features.
     all_known = later_labels.with_columns(known_at=pl.col("known_at") - timedelta(days=40))
-    assert not F.batch_features(hist, all_known, DAY).equals(base)
+    assert not batch_features(hist, all_known, DAY).equals(base)
 
 
 def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
@@ -158,24 +170,24 @@ def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
     hist = pl.concat([sim.transactions(d) for d in days])
     labels = pl.concat([sim.labels(d) for d in days[:-1]])
-    batch = F.batch_features(hist, labels, DAY)
-    cats = F.available_categoricals(hist.columns)
+    batch = batch_features(hist, labels, DAY)
+    cats = available_categoricals(hist.columns)
     # Online: seed histories from the days before, terminal snapshot as of DAY, replay DAY.
-    histories: dict[str, F.CustomerHistory] = {}
+    histories: dict[str, CustomerHistory] = {}
     before = hist.filter(pl.col("ts") < datetime(2026, 3, 10, tzinfo=UTC)).sort(
         "ts", "transaction_id"
     )
     for row in before.iter_rows(named=True):
-        F.online_features(
-            row, histories.setdefault(row["customer_id"], F.CustomerHistory()), None, cats
+        online_features(
+            row, histories.setdefault(row["customer_id"], CustomerHistory()), None, cats
         )
     snapshot = {
-        r["terminal_id"]: r for r in F.terminal_snapshot(hist, labels, DAY).iter_rows(named=True)
+        r["terminal_id"]: r for r in terminal_snapshot(hist, labels, DAY).iter_rows(named=True)
     }
     online = [
-        F.online_features(
+        online_features(
             row,
-            histories.setdefault(row["customer_id"], F.CustomerHistory()),
+            histories.setdefault(row["customer_id"], CustomerHistory()),
             snapshot.get(row["terminal_id"]),
             cats,
         )
@@ -184,10 +196,10 @@ def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
         .iter_rows(named=True)
     ]
     online_df = pl.DataFrame(online)
-    batch_vec = batch.select(F.feature_columns(cats))
+    batch_vec = batch.select(feature_columns(cats))
     assert online_df.columns == batch_vec.columns
     assert online_df.height == batch_vec.height > 100
-    for col in F.NUMERIC_FEATURES:
+    for col in NUMERIC_FEATURES:
         diff = (online_df[col] - batch_vec[col]).abs().max()
         assert diff <= 1e-9, (col, diff)
     for col in cats:
@@ -196,7 +208,7 @@ def test_batch_and_online_paths_agree_on_a_simulated_day() -> None:
 
 
 def test_feature_vector_has_no_truth_or_label_columns() -> None:
-    cols = F.feature_columns(["merchant_category", "channel"])
+    cols = feature_columns(["merchant_category", "channel"])
     assert not {"is_fraud", "fraud_scenario", "known_at", "transaction_id"} & set(cols)
 
 
@@ -206,8 +218,8 @@ def test_a_range_in_one_pass_equals_day_by_day() -> None:
     hist = pl.concat([sim.transactions(d) for d in days])
     labels = pl.concat([sim.labels(d) for d in days])
     first = DAY - timedelta(days=4)
-    ranged = F.batch_features(hist, labels, first, DAY)
-    daily = pl.concat([F.batch_features(hist, labels, first + timedelta(days=i)) for i in range(5)])
+    ranged = batch_features(hist, labels, first, DAY)
+    daily = pl.concat([batch_features(hist, labels, first + timedelta(days=i)) for i in range(5)])
     assert ranged.height == daily.height > 0
     assert ranged.equals(daily)
 
@@ -221,12 +233,12 @@ def test_ties_exactly_at_the_window_start_are_outside_whatever_their_rank() -> N
             ("now", T0, "c1", "t1", 20.0, "card_present"),
         ]
     )
-    row = _row(F.batch_features(hist, NO_LABELS, DAY), "now")
+    row = _row(batch_features(hist, NO_LABELS, DAY), "now")
     assert row["customer_tx_count_7d"] == 1
     assert row["customer_amount_max_7d"] == 20.0
-    history = F.CustomerHistory()
+    history = CustomerHistory()
     for r in hist.sort("ts", "transaction_id").iter_rows(named=True):
-        online = F.online_features(r, history, None, ["channel"])
+        online = online_features(r, history, None, ["channel"])
     assert online["customer_tx_count_7d"] == 1
     assert online["customer_amount_max_7d"] == 20.0
 
@@ -238,10 +250,10 @@ def test_row_order_of_the_input_does_not_matter() -> None:
     labels = pl.concat([sim.labels(d) for d in days])
     first = DAY - timedelta(days=2)
     shuffled = hist.sample(fraction=1.0, shuffle=True, seed=1)
-    out = F.batch_features(hist, labels, first, DAY)
+    out = batch_features(hist, labels, first, DAY)
     assert out.height > 0
-    assert F.batch_features(shuffled, labels, first, DAY).equals(out)
-    assert F.terminal_snapshot(shuffled, labels, DAY).equals(F.terminal_snapshot(hist, labels, DAY))
+    assert batch_features(shuffled, labels, first, DAY).equals(out)
+    assert terminal_snapshot(shuffled, labels, DAY).equals(terminal_snapshot(hist, labels, DAY))
 
 
 def test_a_single_row_gets_the_same_bits_as_in_a_bigger_frame() -> None:
@@ -252,18 +264,18 @@ def test_a_single_row_gets_the_same_bits_as_in_a_bigger_frame() -> None:
             ("b", T0, "c2", "t1", 2.82, "online"),
         ]
     )
-    alone = F.batch_features(hist, NO_LABELS, DAY)
+    alone = batch_features(hist, NO_LABELS, DAY)
     assert alone.height == 1
-    both = F.batch_features(hist, NO_LABELS, DAY - timedelta(days=1), DAY)
+    both = batch_features(hist, NO_LABELS, DAY - timedelta(days=1), DAY)
     assert alone.equals(both.filter(pl.col("transaction_id") == "b"))
 
 
 def test_an_empty_range_gives_an_empty_frame_of_the_same_schema() -> None:
     hist = _tx([("a", T0, "c1", "t1", 40.0, "online")])
-    out = F.batch_features(hist, NO_LABELS, DAY)
-    empty = F.batch_features(hist, NO_LABELS, DAY + timedelta(days=3))
+    out = batch_features(hist, NO_LABELS, DAY)
+    empty = batch_features(hist, NO_LABELS, DAY + timedelta(days=3))
     assert empty.height == 0 and empty.schema == out.schema
-    assert F.terminal_snapshot(hist, NO_LABELS, DAY).height == 0  # nothing before DAY
+    assert terminal_snapshot(hist, NO_LABELS, DAY).height == 0  # nothing before DAY
 
 
 @pytest.mark.parametrize("stride", [10**13, 2**60])  # the second allows 4 groups a chunk
@@ -273,7 +285,7 @@ def test_group_chunks_cut_between_groups_and_keep_keys_in_int64(stride: int) -> 
     rng = np.random.default_rng(5)
     # Group 0 alone is bigger than a chunk; the others are small.
     group = np.sort(np.concatenate([np.zeros(20_000), rng.integers(1, 300, 30_000)]))
-    chunks = F._group_chunks(group.astype(np.int64), stride)
+    chunks = _group_chunks(group.astype(np.int64), stride)
     assert chunks[0][0] == 0 and chunks[-1][1] == len(group)
     assert all(b == c for (_, b), (c, _) in pairwise(chunks))
     for a, b in chunks:
@@ -289,5 +301,5 @@ def test_window_max_matches_a_brute_force() -> None:
     values = rng.random(5_000)
     rows = np.sort(rng.choice(5_000, 2_000, replace=False))
     starts = [np.maximum(rows - rng.integers(0, limit, len(rows)), 0) for limit in (1, 5, 700)]
-    for s, got in zip(starts, F._window_max(values, rows, starts), strict=True):
+    for s, got in zip(starts, _window_max(values, rows, starts), strict=True):
         assert list(got) == [values[a : b + 1].max() for a, b in zip(s, rows, strict=True)]

@@ -16,18 +16,37 @@ from typing import Any
 import polars as pl
 import pytest
 
-from fraud_assets.lib import features as F
 from fraud_assets.lib.bundle import (
     BundleError,
-    histories_from_transactions,
     read_manifest,
     read_store_seed,
-    store_seed_from_frames,
     validate_manifest,
     write_bundle,
 )
+from fraud_assets.lib.contracts import BUNDLE_MANIFEST
+from fraud_assets.lib.features.batch import batch_features, store_seed_from_frames
+from fraud_assets.lib.features.definitions import (
+    AMOUNT_SCALE,
+    NUMERIC_FEATURES,
+    TERMINAL_FEATURES,
+    TIE_SLOTS,
+    UNKNOWN_CATEGORY,
+    US_PER_DAY,
+    US_PER_SECOND,
+    VELOCITY_SECONDS,
+    WINDOWS_DAYS,
+    amount_to_mean,
+    feature_columns,
+    is_night,
+    is_small_online,
+    terminal_values,
+    ts_to_us,
+)
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.features.online import online_features, online_vectors
 from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
+from fraud_assets.lib.store_seed import histories_from_transactions
 
 DAY = date(2026, 3, 10)
 MIDNIGHT = datetime(2026, 3, 10, tzinfo=UTC)
@@ -53,10 +72,15 @@ def _tx(tid: str, ts: datetime, customer: str, amount: float, channel: str = "on
     }
 
 
+def _terminal(store: EmbeddedStore, terminal_id: str) -> dict[str, float] | None:
+    """The snapshot the store holds for a terminal (None for an unknown one)."""
+    return store._terminals.get(terminal_id)
+
+
 def _write(path: Path, histories: dict, terminals: dict | None = None, **kw: Any) -> Path:
     args: dict[str, Any] = {
         "model_name": "fraud_model",
-        "features": F.feature_columns(CATS),
+        "features": feature_columns(CATS),
         "categoricals": CATS,
         "variants": {
             "champion": {
@@ -80,14 +104,14 @@ def test_seed_round_trips_and_old_entries_are_dropped(tmp_path: Path) -> None:
         _tx("d", MIDNIGHT - timedelta(hours=1), "c2", 3.0, channel="card_present"),
     ]
     histories = histories_from_transactions(rows, CATS)
-    terminals = {"T1": {name: float(i) for i, name in enumerate(F.TERMINAL_FEATURES)}}
+    terminals = {"T1": {name: float(i) for i, name in enumerate(TERMINAL_FEATURES)}}
     _write(tmp_path / "b", histories, terminals)
 
     seed = read_store_seed(tmp_path / "b")
     assert seed.as_of == DAY
     assert seed.customers["c1"].amounts == [20.0, 1.5]
     assert seed.customers["c1"].small == [0, 1]
-    assert seed.customers["c2"].to_rows() == histories["c2"].to_rows()
+    assert seed.customers["c2"].to_arrays() == histories["c2"].to_arrays()
     assert seed.terminals == terminals
     manifest = read_manifest(tmp_path / "b")
     assert manifest["variants"]["champion"]["model_file"] == "models/champion.cbm"
@@ -96,8 +120,8 @@ def test_seed_round_trips_and_old_entries_are_dropped(tmp_path: Path) -> None:
 
 
 def test_rewriting_a_bundle_replaces_it_whole(tmp_path: Path) -> None:
-    first = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
-    second = json.loads((_write(tmp_path / "b", {}) / "manifest.json").read_text())
+    first = json.loads((_write(tmp_path / "b", {}) / BUNDLE_MANIFEST).read_text())
+    second = json.loads((_write(tmp_path / "b", {}) / BUNDLE_MANIFEST).read_text())
     assert first["bundle_id"] != second["bundle_id"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temp or old folders left
 
@@ -177,12 +201,12 @@ def test_embedded_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path
     for row in today.iter_rows(named=True):
         with store.lock:
             h = store.history(row["customer_id"])
-            online.append(F.online_features(row, h, store.terminal(row["terminal_id"]), CATS))
+            online.append(online_features(row, h, _terminal(store, row["terminal_id"]), CATS))
             store.save(row["customer_id"], h)
-    batch = F.batch_features(history, labels, DAY).select(F.feature_columns(CATS))
+    batch = batch_features(history, labels, DAY).select(feature_columns(CATS))
     got = pl.DataFrame(online, schema=batch.schema)
     assert got.height == batch.height > 50
-    for col in F.NUMERIC_FEATURES:
+    for col in NUMERIC_FEATURES:
         assert (got[col] - batch[col]).abs().max() <= 1e-9, col
     assert got.select(CATS).equals(batch.select(CATS))
 
@@ -199,8 +223,8 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
         ("live-2", MIDNIGHT + timedelta(hours=2), 2.0),
     ]:
         with store.lock:
-            F.online_features(_tx(tid, ts, "c1", amount), store.history("c1"), None, CATS)
-    F.online_features(
+            online_features(_tx(tid, ts, "c1", amount), store.history("c1"), None, CATS)
+    online_features(
         _tx("n", MIDNIGHT + timedelta(hours=3), "new", 4.0), store.history("new"), None, CATS
     )
     # The pipeline's new seed knows day D-1 from the lake (which had 50.0, not the 99.0 above).
@@ -218,29 +242,45 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
     assert store.history("new").amounts == [4.0]
     stats = store.stats()
     assert stats["customers"] == 2 and stats["history_rows"] == 5
-    assert store.terminal("T-unknown") is None
+    assert _terminal(store, "T-unknown") is None
+
+
+def test_history_constructors_validate_and_round_trip() -> None:
+    h = CustomerHistory.from_arrays([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0])
+    assert h.to_arrays() == ([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0])
+    assert h.units == [25_000, 10_000, 72_500]
+    with pytest.raises(ValueError, match="not increasing"):
+        CustomerHistory.from_arrays([1, 1], [2.0, 3.0], [0, 0])
+    with pytest.raises(ValueError, match="length"):
+        CustomerHistory.from_arrays([1, 2], [2.0], [0, 0])
+    live = CustomerHistory.from_arrays([3, 10, 12], [4.0, 5.0, 6.0], [1, 0, 1])
+    assert h.extend(live, since=10) == 2
+    assert h.to_arrays() == ([1, 5, 9, 10, 12], [2.5, 1.0, 7.25, 5.0, 6.0], [0, 1, 0, 0, 1])
+    assert h.extend(live, since=13) == 0
+    with pytest.raises(ValueError, match="after"):
+        h.extend(live, since=0)
 
 
 # ------------------------------------------------- the online path against its first version
 
 
 def _reference_window(
-    history: F.CustomerHistory, key: int, span: int
+    history: CustomerHistory, key: int, span: int
 ) -> tuple[float, float, float, int]:
     """The first online implementation: one bisect pair and one slice pass per window."""
     keys = history.keys
-    lo = bisect.bisect_right(keys, (key // F.TIE_SLOTS) * F.TIE_SLOTS - span + F.TIE_SLOTS - 1)
+    lo = bisect.bisect_right(keys, (key // TIE_SLOTS) * TIE_SLOTS - span + TIE_SLOTS - 1)
     hi = bisect.bisect_right(keys, key)
     if hi <= lo:
         return 0.0, 0.0, 0.0, 0
     count = float(hi - lo)
-    mean = float(sum(history.units[lo:hi])) / count / F.AMOUNT_SCALE
+    mean = float(sum(history.units[lo:hi])) / count / AMOUNT_SCALE
     return count, mean, max(history.amounts[lo:hi]), sum(history.small[lo:hi])
 
 
 def _reference_online_features(
     tx: dict[str, Any],
-    history: F.CustomerHistory,
+    history: CustomerHistory,
     terminal: dict[str, float] | None,
     categoricals: list[str],
     update: bool = True,
@@ -248,40 +288,39 @@ def _reference_online_features(
     """``online_features`` as first written (per-window slices, datetime time features)."""
     ts = tx["ts"].astimezone(UTC)
     amount = float(tx["amount"])
-    small = F.is_small_online(amount, tx.get("channel"), "channel" in categoricals)
-    ts_us = F.ts_to_us(ts)
+    small = is_small_online(amount, tx.get("channel"), "channel" in categoricals)
+    ts_us = ts_to_us(ts)
     key = history.next_key(ts_us)
     history.add(key, amount, small)
     out: dict[str, Any] = {
         "amount": amount,
         "hour": float(ts.hour),
         "is_weekend": float(ts.weekday() >= 5),
-        "is_night": float(F.is_night(ts.hour)),
+        "is_night": float(is_night(ts.hour)),
     }
-    for w in F.WINDOWS_DAYS:
-        count, mean, biggest, _ = _reference_window(history, key, w * F.US_PER_DAY * F.TIE_SLOTS)
+    for w in WINDOWS_DAYS:
+        count, mean, biggest, _ = _reference_window(history, key, w * US_PER_DAY * TIE_SLOTS)
         out[f"customer_tx_count_{w}d"] = count
         out[f"customer_amount_mean_{w}d"] = mean
         out[f"customer_amount_max_{w}d"] = biggest
-    out["amount_to_customer_mean_30d"] = F.amount_to_mean(amount, out["customer_amount_mean_30d"])
+    out["amount_to_customer_mean_30d"] = amount_to_mean(amount, out["customer_amount_mean_30d"])
     count, _, _, small_count = _reference_window(
-        history, key, F.VELOCITY_SECONDS * F.US_PER_SECOND * F.TIE_SLOTS
+        history, key, VELOCITY_SECONDS * US_PER_SECOND * TIE_SLOTS
     )
     out["customer_tx_count_1h"] = count
     out["customer_small_online_count_1h"] = float(small_count)
-    for name in F.TERMINAL_FEATURES:
+    for name in TERMINAL_FEATURES:
         out[name] = float((terminal or {}).get(name, 0.0))
     for c in categoricals:
-        out[c] = F.UNKNOWN_CATEGORY if tx.get(c) is None else str(tx[c])
+        out[c] = UNKNOWN_CATEGORY if tx.get(c) is None else str(tx[c])
     if not update:
-        i = history.keys.index(key)
-        del history.keys[i], history.amounts[i], history.units[i], history.small[i]
+        history.remove(key)
     else:
         history.prune(ts_us)
-    return {name: out[name] for name in F.feature_columns(categoricals)}
+    return {name: out[name] for name in feature_columns(categoricals)}
 
 
-def _state(h: F.CustomerHistory) -> tuple[list[Any], ...]:
+def _state(h: CustomerHistory) -> tuple[list[Any], ...]:
     return h.keys, h.amounts, h.units, h.small
 
 
@@ -315,16 +354,16 @@ def test_online_features_equal_their_first_version_exactly(seed: int) -> None:
     """The index (prefix sums, max stack) and integer time features give bit-identical
     values and history on an awkward stream, ``update=False`` probes included."""
     rng = random.Random(seed)
-    terminal = {name: rng.random() for name in F.TERMINAL_FEATURES}
-    ours: dict[str, F.CustomerHistory] = {}
-    theirs: dict[str, F.CustomerHistory] = {}
+    terminal = {name: rng.random() for name in TERMINAL_FEATURES}
+    ours: dict[str, CustomerHistory] = {}
+    theirs: dict[str, CustomerHistory] = {}
     for i, tx in enumerate(_awkward_stream(rng, 1_500)):
         cats = rng.choice([CATS, ["channel"], [], ["channel", "merchant_category"]])
         snap = rng.choice([terminal, None])
         update = rng.random() > 0.1
-        mine = ours.setdefault(tx["customer_id"], F.CustomerHistory())
-        ref = theirs.setdefault(tx["customer_id"], F.CustomerHistory())
-        got = F.online_features(tx, mine, snap, cats, update=update)
+        mine = ours.setdefault(tx["customer_id"], CustomerHistory())
+        ref = theirs.setdefault(tx["customer_id"], CustomerHistory())
+        got = online_features(tx, mine, snap, cats, update=update)
         want = _reference_online_features(tx, ref, snap, cats, update=update)
         assert list(got) == list(want)
         for name, value in want.items():  # exact, and -0.0 stays -0.0
@@ -337,20 +376,20 @@ def test_online_vectors_of_a_whole_stream_equal_one_call_per_transaction(seed: i
     """A batch goes through ``online_vectors`` in one call (columns built after the loop):
     the same values and final histories as one first-version call per transaction."""
     rng = random.Random(seed)
-    terminals = {"T1": {name: rng.random() for name in F.TERMINAL_FEATURES}}
+    terminals = {"T1": {name: rng.random() for name in TERMINAL_FEATURES}}
     stream = _awkward_stream(rng, 1_500)
-    ours: dict[str, F.CustomerHistory] = {}
-    theirs: dict[str, F.CustomerHistory] = {}
+    ours: dict[str, CustomerHistory] = {}
+    theirs: dict[str, CustomerHistory] = {}
     got: list[tuple[Any, ...]] = []
     for lo in range(0, len(stream), 300):  # batches of 300, as the service chunks them
-        got += F.online_vectors(
+        got += online_vectors(
             stream[lo : lo + 300],
-            lambda c: ours.setdefault(c, F.CustomerHistory()),
-            lambda t: F.terminal_values(terminals.get(t)),
+            lambda c: ours.setdefault(c, CustomerHistory()),
+            lambda t: terminal_values(terminals.get(t)),
             CATS,
         )
     for tx, vector in zip(stream, got, strict=True):
-        h = theirs.setdefault(tx["customer_id"], F.CustomerHistory())
+        h = theirs.setdefault(tx["customer_id"], CustomerHistory())
         want = _reference_online_features(tx, h, terminals.get(tx["terminal_id"]), CATS)
         assert [repr(v) for v in vector] == [repr(v) for v in want.values()], tx
     assert {c: _state(h) for c, h in ours.items()} == {c: _state(h) for c, h in theirs.items()}

@@ -14,8 +14,10 @@ from typing import Any
 
 import polars as pl
 
-from fraud_assets.lib import features as F
-from fraud_assets.lib.bundle import store_seed_from_frames, write_bundle
+from fraud_assets.lib.bundle import write_bundle
+from fraud_assets.lib.features.batch import batch_features, store_seed_from_frames
+from fraud_assets.lib.features.definitions import available_categoricals, feature_columns
+from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.processes import BentoServer
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
@@ -38,7 +40,7 @@ class World:
     day_features: pl.DataFrame  # batch_features of last_day (the parity reference)
     champion: Any
     challenger: Any
-    seed_histories: dict[str, F.CustomerHistory]
+    seed_histories: dict[str, CustomerHistory]
     seed_terminals: dict[str, dict[str, float]]
 
 
@@ -70,9 +72,9 @@ def build_world(seed: int = 5, size: float = 0.13) -> World:
     history = full.drop("known_at")
     labels = full.select("transaction_id", "is_fraud", "known_at")
     last_day = days[-1]
-    categoricals = F.available_categoricals(history.columns)
-    features = F.feature_columns(categoricals)
-    train = F.batch_features(history, labels, days[1], days[-2]).join(
+    categoricals = available_categoricals(history.columns)
+    features = feature_columns(categoricals)
+    train = batch_features(history, labels, days[1], days[-2]).join(
         history.select("transaction_id", "is_fraud"), on="transaction_id"
     )
     histories, terminals = store_seed_from_frames(history, labels, last_day)
@@ -82,7 +84,7 @@ def build_world(seed: int = 5, size: float = 0.13) -> World:
         last_day=last_day,
         categoricals=categoricals,
         features=features,
-        day_features=F.batch_features(history, labels, last_day),
+        day_features=batch_features(history, labels, last_day),
         champion=_train(train, features, categoricals, seed=1),
         challenger=_train(train, features, categoricals, seed=2),
         seed_histories=histories,

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from fraud_assets.lib.bundle import BundleError
-from fraud_assets.lib.contracts import PREDICTIONS_LOG
+from fraud_assets.lib.contracts import BUNDLE_MODELS_DIR, PREDICTIONS_LOG
 from fraud_assets.lib.online_store import EmbeddedStore
 from fraud_assets.serving.logs import DayLog
 from fraud_assets.serving.schemas import Transaction
@@ -188,7 +188,7 @@ def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(
     scorer = _scorer(bundle, tmp_path)
     broken = tmp_path / "broken"
     write_world_bundle(world, broken)
-    (broken / "models" / "challenger.cbm").write_bytes(b"not a model")
+    (broken / BUNDLE_MODELS_DIR / "challenger.cbm").write_bytes(b"not a model")
     scorer.bundle_path = broken
     with pytest.raises(BundleError):
         scorer.reload()

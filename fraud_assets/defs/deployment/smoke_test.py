@@ -10,7 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from fraud_assets.defs.partitions import daily_partitions
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.features.online import online_features
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
 
@@ -49,8 +50,8 @@ def _offline_scores(
     out = []
     for tx, version in zip(txs, versions, strict=True):
         row = dict(tx, ts=datetime.fromisoformat(tx["ts"].replace("Z", "+00:00")))
-        history = histories.setdefault(tx["customer_id"], F.CustomerHistory())
-        vector = F.online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
+        history = histories.setdefault(tx["customer_id"], CustomerHistory())
+        vector = online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
         out.append(float(models[version].predict_proba([list(vector.values())])[0][1]))
     return out
 

@@ -8,12 +8,20 @@ import polars as pl
 from fraud_assets import settings
 from fraud_assets.defs.common import check_results, concat_labels, concat_partitions
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
-from fraud_assets.lib import features as F
+from fraud_assets.lib.features import batch, definitions
+from fraud_assets.lib.features.batch import batch_features
+from fraud_assets.lib.features.definitions import (
+    FEATURE_CODE_VERSION,
+    FEATURE_ROW_KEYS,
+    LOOKBACK_DAYS,
+    available_categoricals,
+    feature_columns,
+)
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
 from fraud_assets.lib.time_split import SplitConfig, build_training_set
 from fraud_assets.lib.versioning import code_version, data_version
 
-FEATURES_CODE_VERSION = f"{F.FEATURE_CODE_VERSION}-{code_version(F)}"
+FEATURES_CODE_VERSION = f"{FEATURE_CODE_VERSION}-{code_version(definitions, batch)}"
 SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS)
 
 
@@ -25,8 +33,8 @@ SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS
     kinds={"polars", "parquet"},
     ins={
         # Customer windows reach 30 days back; terminal risk uses labels known before the day.
-        "raw_transactions": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=window(-F.HISTORY_DAYS, -1)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, -1)),
     },
     check_specs=[
         dg.AssetCheckSpec(name, asset="transaction_features", blocking=True, description=desc)
@@ -44,8 +52,8 @@ def transaction_features(
         f"{day}: features from {len(raw_transactions or {})} raw partitions ({history.height} rows)"
         f" and {labels.height} label events"
     )
-    df = F.batch_features(history, labels, day)
-    cats = F.available_categoricals(history.columns)
+    df = batch_features(history, labels, day)
+    cats = available_categoricals(history.columns)
     version = data_version(df)
     yield dg.Output(
         df,
@@ -53,14 +61,14 @@ def transaction_features(
         metadata={
             "data_version": version,
             "feature_code_version": FEATURES_CODE_VERSION,
-            "features": len(F.feature_columns(cats)),
+            "features": len(feature_columns(cats)),
             "categoricals": ", ".join(cats) or "none",
             "terminal_risk_30d_mean": float(df["terminal_risk_30d"].mean() or 0.0),
         },
     )
     yield from check_results(
         "transaction_features",
-        validate_features(df, [*F.KEY_COLUMNS, *F.feature_columns(cats)]),
+        validate_features(df, [*FEATURE_ROW_KEYS, *feature_columns(cats)]),
         context.log,
     )
 

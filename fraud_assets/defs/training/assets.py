@@ -8,8 +8,13 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-from fraud_assets.lib import features as F
 from fraud_assets.lib.contracts import CHALLENGER
+from fraud_assets.lib.features.definitions import (
+    DRIFT_FEATURES_EXCLUDED,
+    FEATURE_CODE_VERSION,
+    available_categoricals,
+    feature_columns,
+)
 from fraud_assets.lib.modeling import CatBoostParams, train_catboost
 from fraud_assets.lib.versioning import file_hash, git_commit
 
@@ -49,7 +54,7 @@ def _input_versions(
 
 
 def _categoricals(df: pl.DataFrame) -> list[str]:
-    return F.available_categoricals(df.columns)
+    return available_categoricals(df.columns)
 
 
 @dg.asset(
@@ -70,7 +75,7 @@ def fraud_model(
 
     day = partition_day(context)
     cats = _categoricals(training_set)
-    features = F.feature_columns(cats)
+    features = feature_columns(cats)
     train = training_set.filter(pl.col("split") == "train")
     validation = training_set.filter(pl.col("split") == "validation")
     if train["label"].sum() == 0:
@@ -89,7 +94,7 @@ def fraud_model(
     lineage = {
         "partition": day.isoformat(),
         "feature_partitions": f"{feature_keys[0]}..{feature_keys[-1]}",
-        "feature_code_version": F.FEATURE_CODE_VERSION,
+        "feature_code_version": FEATURE_CODE_VERSION,
         "requirements_lock_sha256": file_hash(settings.PROJECT_ROOT / "requirements.lock"),
         "git_commit": git_commit(settings.PROJECT_ROOT),
         "dagster_run_id": context.run.run_id,
@@ -118,7 +123,7 @@ def fraud_model(
     from fraud_assets.lib.modeling import predict_catboost
     from fraud_assets.lib.monitoring.drift import freeze_bins, freeze_frame_bins
 
-    numeric = [f for f in features if f not in cats and f not in F.DRIFT_FEATURES_EXCLUDED]
+    numeric = [f for f in features if f not in cats and f not in DRIFT_FEATURES_EXCLUDED]
     bins = freeze_frame_bins(train, numeric=numeric, categorical=cats)
     train_scores = predict_catboost(model, train, features)
     mlf.log_dict(

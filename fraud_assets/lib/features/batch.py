@@ -1,0 +1,369 @@
+"""The batch path: feature rows for day ranges of raw transactions, with Polars and numpy.
+
+The only module of ``fraud_assets.lib.features`` that imports them (the online path and the
+scoring service never load this one). The definitions are in ``definitions``; a parity test
+holds this path equal to the online one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
+
+import numpy as np
+import polars as pl
+
+from fraud_assets.lib.features.definitions import (
+    AMOUNT_SCALE,
+    CUSTOMER_FEATURES,
+    FEATURE_ROW_KEYS,
+    LOOKBACK_DAYS,
+    NIGHT_END_HOUR,
+    NIGHT_START_HOUR,
+    SMALL_AMOUNT,
+    TERMINAL_COUNT_COLUMNS,
+    TERMINAL_FEATURES,
+    UNKNOWN_CATEGORY,
+    US_PER_DAY,
+    US_PER_SECOND,
+    VELOCITY_SECONDS,
+    WINDOWS_DAYS,
+    available_categoricals,
+    feature_columns,
+)
+from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.store_seed import histories_from_transactions
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def _codes(col: str) -> pl.Expr:
+    """Integer codes 0 .. n-1 for an id column: sorting and grouping on them is far cheaper.
+
+    A fresh set of categories per call: the global one would keep every id ever seen by a
+    long-running process, and its codes would not start at 0.
+    """
+    return pl.col(col).cast(pl.Categorical(pl.Categories.random())).to_physical()
+
+
+def _prepare(history: pl.DataFrame) -> pl.DataFrame:
+    """History in (ts, transaction_id) order with integer codes for customers and terminals.
+
+    Raw partitions arrive in that order already; checking is cheaper than sorting strings.
+    """
+    if "_cust" in history.columns:
+        return history
+    ts, tid = history["ts"], history["transaction_id"]
+    ties = (ts == ts.shift()).arg_true()  # rows at the same instant as the one before
+    if not (ts.is_sorted() and (tid.gather(ties) > tid.gather(ties - 1)).all()):
+        history = history.sort("ts", "transaction_id")
+    return history.with_columns(_cust=_codes("customer_id"), _term=_codes("terminal_id"))
+
+
+def _between(history: pl.DataFrame, lo: datetime, hi: datetime) -> pl.DataFrame:
+    """The rows with lo <= ts < hi of a history in ts order: a slice, nothing copied."""
+    a, b = (history["ts"].search_sorted(bound, side="left") for bound in (lo, hi))
+    return history.slice(a, b - a)
+
+
+def _group_chunks(group: np.ndarray, stride: int) -> list[tuple[int, int]]:
+    """(start, end) of chunks of rows sorted by `group`, cut between groups: about 2^14 rows
+    each, so that a chunk's work stays in cache, and never so many groups that
+    group * stride (+ a time below stride) overflows int64."""
+
+    cuts = np.concatenate([group[:: 1 << 14], np.arange(0, group[-1] + 1, max(1, 2**62 // stride))])
+    edges = np.unique(np.append(np.searchsorted(group, cuts), len(group)))
+    return list(pairwise(edges.tolist()))
+
+
+def _window_max(
+    values: np.ndarray, rows: np.ndarray, starts: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """max(values[s .. row]) for each of `rows`, for each array of window starts s.
+
+    Sparse table: level k holds the max of the 2^k values from each row on, and a range of
+    length L is covered by two (overlapping) blocks of level floor(log2(L)).
+    """
+    n = len(values)
+    lengths = [rows - s + 1 for s in starts]
+    longest = max((int(length.max()) for length in lengths if len(rows)), default=1)
+    top = longest.bit_length() - 1
+    table = np.empty((top + 1, n))
+    table[0] = values
+    for k in range(1, top + 1):
+        half = 1 << (k - 1)
+        np.maximum(table[k - 1, :-half], table[k - 1, half:], out=table[k, :-half])
+        table[k, -half:] = table[k - 1, -half:]  # blocks running off the end: never read
+    # Per length L (a small lookup table): where the level of L starts in the flat table,
+    # and the offset of the second block, which ends at the row itself.
+    level = np.zeros(longest + 1, dtype=np.int64)
+    for k in range(1, top + 1):
+        level[1 << k :] = k
+    first_block = level * n
+    second_block = first_block - (1 << level) + 1
+    flat = table.ravel()
+    return [
+        np.maximum(flat[first_block[length] + s], flat[second_block[length] + rows])
+        for s, length in zip(starts, lengths, strict=True)
+    ]
+
+
+def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
+    """Customer window features for the transactions of days `start` .. `end` (inclusive).
+
+    `history` holds the raw transactions from 30 days before `start` up to `end` (more is
+    harmless); only rows inside the range come back, keyed by transaction_id, in (ts,
+    transaction_id) order.
+
+    In (customer, ts, transaction_id) order, the window (t - w, t] of a transaction is the run
+    of rows from its customer's first one later than t - w up to its own row (ties at t with a
+    lower transaction_id come before it; ties at t - w are out whatever their rank). Counts and
+    sums are differences of running totals at the run's two ends (amounts in integer units:
+    exact); maxima come from a sparse table.
+    """
+
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end or start)
+    has_channel = "channel" in history.columns
+    reach = _between(_prepare(history), lo - timedelta(days=LOOKBACK_DAYS), hi)
+    in_range = _between(reach, lo, hi).select("transaction_id", pl.col("amount").cast(pl.Float64))
+    cols = reach.select(
+        "_cust",
+        pl.col("amount").cast(pl.Float64),
+        t=pl.col("ts").dt.epoch("us"),
+        small=(pl.col("amount") < SMALL_AMOUNT)
+        & ((pl.col("channel") == "online").fill_null(False) if has_channel else pl.lit(True)),
+    )
+    n, m = cols.height, in_range.height
+    if n >= 1 << 32:
+        raise ValueError("more than 2^32 transactions in one call")
+    # Rows are in (ts, transaction_id) order, so sorting on (customer, row number) gives
+    # (customer, ts, transaction_id) order: one plain sort of packed integers.
+    packed = (cols["_cust"].to_numpy().astype(np.int64) << 32) | np.arange(n)
+    packed.sort()
+    order, cust = packed & 0xFFFFFFFF, packed >> 32
+    t, amount, small = (cols[c].to_numpy() for c in ("t", "amount", "small"))
+    # The rows of the range (the last m in ts order), by their places in customer order.
+    asked = np.flatnonzero(order >= n - m)
+    spans = [w * US_PER_DAY for w in WINDOWS_DAYS] + [VELOCITY_SECONDS * US_PER_SECOND]
+    names = [f"{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("count", "units", "max")]
+    out = {name: np.empty(m) for name in [*names, "count_1h", "small_1h"]}  # in `asked` order
+    t0, stride = (int(t.min()), int(t.max() - t.min()) + max(spans) + 1) if n else (0, 1)
+
+    def chunk(a: int, b: int) -> None:
+        """Fill `out` for the asked rows among rows a..b-1 in customer order (whole customers)."""
+        ra, rb = np.searchsorted(asked, [a, b])
+        rows = asked[ra:rb] - a  # in the chunk
+        source = order[a:b]
+        key = (cust[a:b] - cust[a]) * stride + (t[source] - t0)
+        values = amount[source]
+        # Running totals with a leading 0: the sum over rows s..i is total[i + 1] - total[s].
+        units = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(np.rint(values * AMOUNT_SCALE).astype(np.int64), out=units[1:])  # half to even
+        smalls = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(small[source], out=smalls[1:])
+        starts = [np.searchsorted(key, key[rows] - span, side="right") for span in spans]
+        maxima = _window_max(values, rows, starts[: len(WINDOWS_DAYS)])
+        for w, s, biggest in zip(WINDOWS_DAYS, starts, maxima, strict=False):
+            out[f"count_{w}d"][ra:rb] = rows - s + 1
+            out[f"units_{w}d"][ra:rb] = units[rows + 1] - units[s]
+            out[f"max_{w}d"][ra:rb] = biggest
+        s = starts[-1]
+        out["count_1h"][ra:rb] = rows - s + 1
+        out["small_1h"][ra:rb] = smalls[rows + 1] - smalls[s]
+
+    if m:
+        # numpy releases the GIL: two chunks at a time, one per core.
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda ab: chunk(*ab), _group_chunks(cust, stride)))
+    # Back to (ts, transaction_id) order.
+    back = np.empty(m, dtype=np.int64)
+    back[order[asked] - (n - m)] = np.arange(m)
+    feats = pl.DataFrame({name: col[back] for name, col in out.items()})
+    feats = feats.hstack(in_range.get_columns())
+    # Means by Series arithmetic, not expressions: on a 1-row frame those divide by the scale
+    # differently (in the last bit), and values must not depend on the number of rows.
+    return (
+        feats.with_columns(
+            *(
+                expr
+                for w in WINDOWS_DAYS
+                for expr in (
+                    pl.col(f"count_{w}d").alias(f"customer_tx_count_{w}d"),
+                    (feats[f"units_{w}d"] / feats[f"count_{w}d"] / AMOUNT_SCALE).alias(
+                        f"customer_amount_mean_{w}d"
+                    ),
+                    pl.col(f"max_{w}d").alias(f"customer_amount_max_{w}d"),
+                )
+            ),
+            customer_tx_count_1h="count_1h",
+            customer_small_online_count_1h="small_1h",
+        )
+        .with_columns(
+            amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)
+            .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
+            .otherwise(1.0),
+        )
+        .select("transaction_id", *CUSTOMER_FEATURES)
+    )
+
+
+def _terminal_features(
+    history: pl.DataFrame, labels: pl.DataFrame, keys: pl.DataFrame
+) -> pl.DataFrame:
+    """TERMINAL_FEATURES for each (terminal code `_term`, as-of `day`) row of `keys`, in order.
+
+    For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
+    of them whose fraud label was known before D 00:00 UTC. Both are read off dense (day x
+    terminal) tables cumulated over days: daily transaction counts (a window is a difference
+    of two cells), and per window +1/-1 events for frauds, since a fraud on day d whose label
+    became known on day k counts from day max(d, k)+1 to day d+w.
+    """
+    if keys.height == 0:
+        return keys.with_columns(pl.lit(0.0).alias(c) for c in TERMINAL_FEATURES)
+    first, last = keys["day"].min(), keys["day"].max()
+    lo, _ = _day_bounds(first)
+    hi, _ = _day_bounds(last)
+    tx = (
+        _between(history, lo - timedelta(days=LOOKBACK_DAYS), hi)
+        .lazy()
+        .select("transaction_id", "_term", day=pl.col("ts").dt.date())
+    )
+    known = (
+        labels.lazy()
+        .filter(pl.col("known_at") < hi, pl.col("is_fraud") == 1)
+        .group_by("transaction_id")
+        .agg(known=pl.col("known_at").min().dt.date())
+    )
+    tx, frauds = pl.collect_all([tx, tx.join(known, on="transaction_id", how="inner")])
+    # Tables are (day, terminal), days counted from the first one the windows reach. Batch
+    # keys come in day order, so reading them stays within one day's row at a time.
+    day0 = (first - date(1970, 1, 1)).days - LOOKBACK_DAYS
+    n_days = (last - first).days + LOOKBACK_DAYS + 2  # a spare day for events past `last`
+    tx_term, fraud_term = tx["_term"].to_numpy(), frauds["_term"].to_numpy()
+    key_term = keys["_term"].to_numpy()
+    n_terms = int(max(key_term.max(), tx_term.max(initial=0))) + 1  # codes are 0 .. n-1
+
+    def days(s: pl.Series) -> np.ndarray:
+        return s.to_physical().to_numpy().astype(np.int64) - day0  # Date: days since 1970
+
+    def table(day: np.ndarray, term: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        """Sum of `weights` in each (day, terminal) cell, cumulated over days; flat."""
+        cell = np.minimum(day, n_days - 1) * n_terms + term
+        counts = np.bincount(cell, weights=weights, minlength=n_days * n_terms)
+        return counts.reshape(n_days, n_terms).cumsum(axis=0).ravel()
+
+    key_cell = days(keys["day"]) * n_terms + key_term
+    # Transactions before day D: the count of day d is cumulated from day d + 1 on.
+    tx_before = table(days(tx["day"]) + 1, tx_term)
+    fraud_day, known_day = days(frauds["day"]), days(frauds["known"])
+    enter = np.maximum(fraud_day, known_day) + 1
+    cols = {}
+    for w in WINDOWS_DAYS:
+        cols[f"terminal_tx_count_{w}d"] = tx_before[key_cell] - tx_before[key_cell - w * n_terms]
+        leave = fraud_day + w + 1
+        live = enter < leave
+        events = np.concatenate([enter[live], leave[live]])
+        signs = np.repeat([1.0, -1.0], live.sum())
+        cols[f"terminal_fraud_count_{w}d"] = table(
+            events, np.concatenate([fraud_term[live]] * 2), signs
+        )[key_cell]
+    return keys.with_columns(
+        pl.DataFrame(cols).with_columns(pl.col(TERMINAL_COUNT_COLUMNS).cast(pl.Float64))
+    ).with_columns(
+        pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
+        .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
+        .otherwise(0.0)
+        .alias(f"terminal_risk_{w}d")
+        for w in WINDOWS_DAYS
+    )
+
+
+def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) -> pl.DataFrame:
+    """Every terminal seen in the 30 days before `as_of`, with what a transaction on
+    `as_of` sees of it (the online store is seeded from this)."""
+    lo, _ = _day_bounds(as_of)
+    history = _prepare(history)
+    terminals = (
+        _between(history, lo - timedelta(days=LOOKBACK_DAYS), lo)
+        .select("terminal_id", "_term")
+        .unique()
+        .with_columns(day=pl.lit(as_of))
+    )
+    return (
+        _terminal_features(history, labels, terminals)
+        .select("terminal_id", *TERMINAL_FEATURES)
+        .sort("terminal_id")
+    )
+
+
+def batch_features(
+    history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
+) -> pl.DataFrame:
+    """Feature rows for every transaction of days `start` .. `end` (keys + features).
+
+    `history`: raw transactions from 30 days before `start` to `end`; `labels`: label events
+    (those known later than each day are ignored for that day).
+    """
+
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end or start)
+    cats = available_categoricals(history.columns)
+    history = _prepare(history)
+    hour = pl.col("ts").dt.hour()
+    frame = (
+        _between(history, lo, hi)
+        .lazy()
+        .select(
+            *FEATURE_ROW_KEYS,
+            pl.col("amount").cast(pl.Float64),
+            hour.cast(pl.Float64).alias("hour"),
+            (pl.col("ts").dt.weekday() >= 6).cast(pl.Float64).alias("is_weekend"),
+            ((hour >= NIGHT_START_HOUR) | (hour < NIGHT_END_HOUR))
+            .cast(pl.Float64)
+            .alias("is_night"),
+            *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
+            "_term",
+            day=pl.col("ts").dt.date(),
+        )
+        .collect()
+    )
+    # Both parts come back one row per row of `frame`, in its (ts, transaction_id) order. The
+    # customer part is mostly single-threaded numpy (which releases the GIL): overlap them.
+    with ThreadPoolExecutor(1) as pool:
+        terminal = pool.submit(_terminal_features, history, labels, frame.select("_term", "day"))
+        customer = customer_features(history, start, end)
+        terminal = terminal.result()
+    if not frame["transaction_id"].equals(customer["transaction_id"]):
+        raise AssertionError("customer features out of row order")  # never silent
+    frame = frame.hstack(terminal.select(TERMINAL_FEATURES).get_columns()).hstack(
+        customer.select(CUSTOMER_FEATURES).get_columns()
+    )
+    return frame.select(*FEATURE_ROW_KEYS, *feature_columns(cats))
+
+
+# ------------------------------------------------------------------- the online store's seed
+
+
+def store_seed_from_frames(
+    history: pl.DataFrame, labels: pl.DataFrame, as_of: date
+) -> tuple[dict[str, CustomerHistory], dict[str, dict[str, float]]]:
+    """Seed for a store serving day ``as_of``: histories of the 30 days before it (replayed
+    online) and the terminal snapshot as of it (the batch definition)."""
+    midnight = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
+    before = history.filter(
+        pl.col("ts") >= midnight - timedelta(days=LOOKBACK_DAYS + 1), pl.col("ts") < midnight
+    ).sort("ts", "transaction_id")
+    histories = histories_from_transactions(
+        before.iter_rows(named=True), available_categoricals(history.columns)
+    )
+    terminals = {
+        row["terminal_id"]: {c: float(row[c]) for c in TERMINAL_FEATURES}
+        for row in terminal_snapshot(history, labels, as_of).iter_rows(named=True)
+    }
+    return histories, terminals

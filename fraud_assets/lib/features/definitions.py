@@ -1,0 +1,113 @@
+"""The declared feature set: names, windows and the scalar definitions both paths share.
+
+Definitions, for a transaction at time t on day D (UTC):
+- time: hour of day, weekend, night (22:00-06:00).
+- customer windows over 1, 7 and 30 days *up to and including* the transaction: count, mean
+  and max amount; the amount relative to the 30-day mean; a 1-hour velocity (count, and
+  count of small online amounts, the signature of card testing). Transactions at the same
+  instant are ordered by transaction_id, and a transaction never sees those after it.
+- terminal risk over 1, 7 and 30 days: the terminal's transactions on days D-w .. D-1 and
+  how many of them were *known* to be fraud by the end of day D-1 (labels arrive late).
+  Known-ness at day granularity means one daily snapshot per terminal serves a whole day
+  exactly, online and in batch.
+- merchant category and channel as CatBoost categoricals, when the source has them.
+
+Plain Python (no Polars, no numpy): the online path and the scoring service import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+FEATURE_CODE_VERSION = "features-v1"  # bump when a definition changes (also hashed in MLflow)
+WINDOWS_DAYS = (1, 7, 30)
+VELOCITY_SECONDS = 3_600
+SMALL_AMOUNT = 5.0
+NIGHT_START_HOUR, NIGHT_END_HOUR = 22, 6
+CATEGORICAL_COLUMNS = ("merchant_category", "channel")
+UNKNOWN_CATEGORY = "unknown"
+# The keys each feature row carries besides its features.
+FEATURE_ROW_KEYS = ("transaction_id", "ts", "customer_id", "terminal_id")
+
+US_PER_SECOND = 1_000_000
+US_PER_DAY = 86_400 * US_PER_SECOND
+# Keys order transactions of one customer: time in microseconds, then arrival rank among
+# transactions at the same microsecond (so ties never see each other out of order).
+TIE_SLOTS = 1_024
+LOOKBACK_DAYS = max(WINDOWS_DAYS)  # how far back the longest window reaches
+# Window sums run on integer amount units (1e-4 of a currency unit): integer sums are exact,
+# so a mean does not depend on how much history a computation happened to start from, and
+# the batch and online paths agree bit for bit.
+AMOUNT_SCALE = 10_000
+
+TIME_FEATURES = ["hour", "is_weekend", "is_night"]
+# Drift monitoring skips calendar features: a Saturday is all weekend by design, not drift.
+DRIFT_FEATURES_EXCLUDED = tuple(TIME_FEATURES)
+CUSTOMER_FEATURES = [
+    f"customer_{stat}_{w}d"
+    for w in WINDOWS_DAYS
+    for stat in ("tx_count", "amount_mean", "amount_max")
+] + ["amount_to_customer_mean_30d", "customer_tx_count_1h", "customer_small_online_count_1h"]
+TERMINAL_COUNT_COLUMNS = [
+    f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")
+]
+TERMINAL_FEATURES = [*TERMINAL_COUNT_COLUMNS, *(f"terminal_risk_{w}d" for w in WINDOWS_DAYS)]
+NUMERIC_FEATURES = ["amount", *TIME_FEATURES, *CUSTOMER_FEATURES, *TERMINAL_FEATURES]
+
+
+def feature_columns(categoricals: Sequence[str]) -> list[str]:
+    """The model's input vector: numeric features, then the categoricals the source has."""
+    return [*NUMERIC_FEATURES, *(c for c in CATEGORICAL_COLUMNS if c in categoricals)]
+
+
+def available_categoricals(columns: Sequence[str]) -> list[str]:
+    return [c for c in CATEGORICAL_COLUMNS if c in columns]
+
+
+# ---------------------------------------------------------------- shared scalar definitions
+
+
+def is_night(hour: int) -> int:
+    return int(hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR)
+
+
+def is_small_online(amount: float, channel: str | None, has_channel: bool) -> int:
+    """Card-testing probes: tiny amounts, online when the source knows the channel."""
+    return int(amount < SMALL_AMOUNT and (not has_channel or channel == "online"))
+
+
+def amount_to_mean(amount: float, mean: float) -> float:
+    return amount / mean if mean > 0 else 1.0
+
+
+def amount_units(amount: float) -> int:
+    """Integer amount units; Python's round() is half-to-even, as is the batch path's."""
+    return round(amount * AMOUNT_SCALE)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def ts_to_us(ts: datetime) -> int:
+    """Epoch microseconds of an aware datetime (naive ones are taken as UTC)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    delta = ts - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+def time_features(ts_us: int) -> tuple[float, float, float]:
+    """hour, is_weekend, is_night (TIME_FEATURES) of an instant in epoch microseconds (UTC).
+
+    Integer arithmetic instead of a datetime: 1970-01-01 was a Thursday (weekday 3).
+    """
+    hour = ts_us // (3_600 * US_PER_SECOND) % 24
+    weekday = (ts_us // US_PER_DAY + 3) % 7
+    return float(hour), float(weekday >= 5), float(is_night(hour))
+
+
+def terminal_values(snapshot: Mapping[str, float] | None) -> tuple[float, ...]:
+    """TERMINAL_FEATURES of a terminal's snapshot, in order (zeros for an unknown terminal)."""
+    snap = snapshot or {}
+    return tuple(float(snap.get(name, 0.0)) for name in TERMINAL_FEATURES)
