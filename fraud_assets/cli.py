@@ -8,116 +8,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
 from fraud_assets import settings
-
-
-def ensure_dagster_home() -> Path:
-    """Create $DAGSTER_HOME with the committed instance config (Dagster reads it only there)."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", settings.DAGSTER_HOME))
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    source = settings.PROJECT_ROOT / "dagster.yaml"
-    if source.exists() and not target.exists():
-        shutil.copyfile(source, target)
-    return home
-
-
-def demo_days(days: int, end: date) -> list[date]:
-    return [end - timedelta(days=i) for i in reversed(range(days))]
-
-
-# Jobs whose partitions read only already-materialized upstream days: safe to run side by side.
-PARALLEL_JOBS = ("daily_ingestion", "features")
-
-# Runs keep their full event log in the instance; the terminal gets warnings only.
-_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def _run_days(job_name: str, days: list[str]) -> list[tuple[str, bool]]:
-    """Worker: execute a partitioned job for some days against $DAGSTER_HOME's instance."""
-    import dagster as dg
-
-    _quiet_warnings()
-    from fraud_assets.definitions import defs
-
-    job = defs.resolve_job_def(job_name)
-    out = []
-    with dg.DagsterInstance.get() as instance:
-        for day in days:
-            result = job.execute_in_process(
-                instance=instance, partition_key=day, raise_on_error=False, run_config=_QUIET
-            )
-            out.append((day, result.success))
-    return out
-
-
-def run_partitions(job_name: str, days: Sequence[date], workers: int = 0) -> list[str]:
-    """Execute a partitioned job for each day in process, with a progress bar.
-
-    Partitions are independent (each reads only materialized upstream partitions), so with
-    `workers` > 1 they run in that many processes, each taking every n-th day. Returns the
-    partitions whose run failed (a failed quality gate included).
-    """
-    from tqdm import tqdm
-
-    workers = workers or settings.CLI_WORKERS
-    keys = [d.isoformat() for d in days]
-    failed: list[str] = []
-    bar = tqdm(total=len(keys), desc=job_name, unit="day")
-    if workers <= 1 or len(keys) < 4:
-        for key in keys:
-            for day, ok in _run_days(job_name, [key]):
-                failed += [] if ok else [day]
-                bar.update()
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        # Small chunks keep the bar moving; spawn avoids forking open SQLite connections.
-        chunks = [keys[i : i + 2] for i in range(0, len(keys), 2)]
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_days, job_name, chunk) for chunk in chunks]
-            for future in as_completed(futures):
-                for day, ok in future.result():
-                    failed += [] if ok else [day]
-                    bar.update()
-    bar.close()
-    return sorted(failed)
-
-
-def _quiet_warnings() -> None:
-    """Beta/preview notices from Dagster are for developers, not for a demo's terminal."""
-    import warnings
-
-    import dagster as dg
-
-    for category in (dg.BetaWarning, dg.PreviewWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category)
-
-
-def _latest_metadata(instance, asset: str, day: date) -> dict:
-    """The metadata of an asset partition's latest materialization, read from the instance."""
-    import dagster as dg
-
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day.isoformat()]),
-        limit=1,
-    ).records
-    if not records:
-        return {}
-    meta = records[0].asset_materialization.metadata
-    return {k: v.value for k, v in meta.items()}
-
-
-def _headline(instance, day: date) -> dict:
-    """The evaluation's numbers for `day`."""
-    return _latest_metadata(instance, "model_evaluation", day)
+from fraud_assets.lib.contracts import BASELINE, CHALLENGER, CHAMPION
+from fraud_assets.lib.features.definitions import LOOKBACK_DAYS
+from fraud_assets.runs import (
+    PARALLEL_JOBS,
+    demo_days,
+    ensure_dagster_home,
+    latest_metadata,
+    quiet_warnings,
+    run_partitions,
+)
 
 
 def print_headline(meta: dict) -> None:
@@ -128,7 +34,7 @@ def print_headline(meta: dict) -> None:
         ("Precision @ threshold", "precision"),
         ("Recall @ threshold", "recall"),
     ]
-    models = [m for m in ("challenger", "champion", "logistic_baseline") if f"{m}_auc_roc" in meta]
+    models = [m for m in (CHALLENGER, CHAMPION, BASELINE) if f"{m}_auc_roc" in meta]
     print(f"{'':24}" + "".join(f"{m:>20}" for m in models))
     for label, key in rows:
         print(f"{label:24}" + "".join(f"{meta[f'{m}_{key}']:>20.4f}" for m in models))
@@ -150,8 +56,6 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     """Ingest the warm-up window, then features for `feature_days`, then train as of `end`."""
     import dagster as dg
 
-    from fraud_assets.lib.features.definitions import LOOKBACK_DAYS
-
     instance = instance or dg.DagsterInstance.get()
     days = demo_days(feature_days + LOOKBACK_DAYS, end)
     print(f"ingesting {days[0]} .. {days[-1]} ({LOOKBACK_DAYS} days of history first)")
@@ -164,13 +68,13 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
         return 1
     print(f"training as of {end} (CatBoost, MLflow, evaluation, promotion gate)")
     failed = run_partitions("training", [end])
-    meta = _headline(instance, end)
+    meta = latest_metadata(instance, "model_evaluation", end)
     if meta:
         print_headline(meta)
     if failed:
         print("the training run failed (see the Dagster UI: `make ui`), e.g. the promotion gate")
         return 1
-    bento = _latest_metadata(instance, "fraud_bento", end)
+    bento = latest_metadata(instance, "fraud_bento", end)
     if bento:
         print(f"Bento: {bento.get('bento_tag')} (smoke-tested against offline scores)")
         print(f"serve it: {bento.get('serve')} --port 3001")
@@ -179,7 +83,7 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     ensure_dagster_home()
-    _quiet_warnings()
+    quiet_warnings()
     end = date.fromisoformat(args.end) if args.end else settings.demo_end()
     print(f"fraud_assets demo: source={settings.SOURCE}, data in {settings.DATA_ROOT}")
     code = run_pipeline(end, args.days)
@@ -204,7 +108,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     source = build_source("files", options)
     first, last = source.date_range()  # type: ignore[attr-defined]
     train_start = (
-        date.fromisoformat(args.train_start) if args.train_start else first + timedelta(days=30)
+        date.fromisoformat(args.train_start)
+        if args.train_start
+        else first + timedelta(days=LOOKBACK_DAYS)
     )
     end = train_start + timedelta(days=args.train_days + args.delay_days + args.test_days - 1)
     if end > last:
@@ -230,9 +136,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     importlib.reload(settings)
     ensure_dagster_home()
-    _quiet_warnings()
+    quiet_warnings()
     feature_days = (end - train_start).days + 1
-    history_start = max(first, train_start - timedelta(days=30))
+    history_start = max(first, train_start - timedelta(days=LOOKBACK_DAYS))
     import dagster as dg
 
     instance = dg.DagsterInstance.get()
@@ -247,7 +153,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         )
         return 1
     failed = run_partitions("training", [end])
-    meta = _headline(instance, end)
+    meta = latest_metadata(instance, "model_evaluation", end)
     if not meta:
         print("training failed; see the Dagster UI for the run's logs", file=sys.stderr)
         return 1
@@ -269,7 +175,7 @@ def _day_range(start: str, end: str | None) -> list[date]:
 def cmd_run(args: argparse.Namespace) -> int:
     """Any partitioned job over a range of days (a backfill from the terminal)."""
     ensure_dagster_home()
-    _quiet_warnings()
+    quiet_warnings()
     days = _day_range(args.start, args.end)
     # Ingestion-style jobs read only their own day; anything else runs days in order.
     workers = args.workers or (settings.CLI_WORKERS if args.job in PARALLEL_JOBS else 1)
@@ -287,7 +193,7 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     import time
 
     ensure_dagster_home()
-    _quiet_warnings()
+    quiet_warnings()
     day = date.fromisoformat(args.day) if args.day else settings.demo_end()
     timings: dict[str, float] = {}
     code = 0
@@ -303,8 +209,8 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     import dagster as dg
 
     with dg.DagsterInstance.get() as instance:
-        drift = _latest_metadata(instance, "feature_drift", day)
-        bento = _latest_metadata(instance, "fraud_bento", day)
+        drift = latest_metadata(instance, "feature_drift", day)
+        bento = latest_metadata(instance, "fraud_bento", day)
     print(f"daily cycle {day}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     print(f"total {sum(timings.values()):.1f} s; max feature PSI {drift.get('max_psi', 'n/a')}")
     if bento:
@@ -312,15 +218,16 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     return code
 
 
+def _model_registry(model_name: str | None = None):
+    from fraud_assets.resources.mlflow import ModelRegistry
+
+    model_registry = ModelRegistry.from_settings(model_name)
+    model_registry.configure()
+    return model_registry
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from fraud_assets.lib.registry import configure_mlflow, rollback
-
-    configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
-    change = rollback(mlflow.MlflowClient(), args.model or settings.MODEL_NAME)
+    change = _model_registry(args.model).rollback()
     print(f"champion is now version {change.champion} (was {change.previous})")
     return 0
 
@@ -328,18 +235,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from fraud_assets.lib.registry import configure_mlflow
-
-    configure_mlflow(
-        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_EXPERIMENT, settings.MLFLOW_ARTIFACT_ROOT
-    )
+    model_registry = _model_registry()
     cmd = [
         sys.executable,
         "-m",
         "mlflow",
         "ui",
         "--backend-store-uri",
-        settings.MLFLOW_TRACKING_URI,
+        model_registry.tracking_uri,
         "--host",
         "127.0.0.1",
         "--port",

@@ -19,6 +19,10 @@ PREVIOUS_CHAMPION = "previous_champion"  # registry alias kept for rollback
 SPLIT = "split"  # traffic modes: a sticky share of cards to the challenger, or shadow scoring
 TRAFFIC_MODES = (SPLIT, SHADOW)
 
+# The model evaluated beside the challenger and the champion (a key of the evaluation's
+# results and metadata, which the CLI prints).
+BASELINE = "logistic_baseline"
+
 # ---------------------------------------------------------------------------- decisions
 APPROVE, REVIEW, DECLINE = "approve", "review", "decline"
 

@@ -33,12 +33,12 @@ class ModelRegistry(dg.ConfigurableResource):
     model_name: str
 
     @classmethod
-    def from_settings(cls) -> ModelRegistry:
+    def from_settings(cls, model_name: str | None = None) -> ModelRegistry:
         return cls(
             tracking_uri=settings.MLFLOW_TRACKING_URI,
             experiment=settings.MLFLOW_EXPERIMENT,
             artifact_root=settings.MLFLOW_ARTIFACT_ROOT,
-            model_name=settings.MODEL_NAME,
+            model_name=model_name or settings.MODEL_NAME,
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

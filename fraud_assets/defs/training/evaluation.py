@@ -7,13 +7,12 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-from fraud_assets.lib.contracts import CHALLENGER, CHAMPION
+from fraud_assets.lib.contracts import BASELINE, CHALLENGER, CHAMPION
 from fraud_assets.lib.evaluation import CostModel, choose_thresholds, evaluate_scores
 from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
 
-BASELINE = "logistic_baseline"  # evaluated beside the challenger and the champion
 HEADLINE = ("average_precision", "card_precision_at_100", "auc_roc", "recall", "precision")
 
 
