@@ -11,7 +11,7 @@ transactions then starting at the store day.
 2. Naive: ``benchmarks/naive_service.py`` (one worker, sync API, default telemetry) scoring a
    precomputed feature vector sent in the request.
 3. Ours: ``fraud_assets.serving.service:FraudScoring`` on a bundle built like the serving tests
-   build theirs (``fraud_assets_tests.serving.support``), at a realistic simulator size. It is
+   build theirs (``fraud_assets.lib.sample_world``), at a realistic simulator size. It is
    sent real transactions with distinct ids in time order: the store day first, then the
    simulated days after it (one day is not enough for every phase), so features are computed
    online and every prediction is logged.
@@ -52,9 +52,10 @@ import polars as pl
 import psutil
 
 from fraud_assets.lib.bundle import model_path, read_manifest
+from fraud_assets.lib.processes import ScoringServer
+from fraud_assets.lib.sample_world import World, build_world, write_world_bundle
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.serving.deployment import SINGLE_ROW_THREADS
-from fraud_assets_tests.serving.support import Server, World, build_world, write_world_bundle
 
 NAIVE_SERVICE = "benchmarks.naive_service:NaiveScoring"
 SEED = 5
@@ -94,15 +95,15 @@ def fmt_pct(p: tuple[float, float, float]) -> str:
 # ------------------------------------------------------------------------------ servers
 
 
-class NaiveServer(Server):
-    """``Server`` serving the naive service instead of ours."""
+class NaiveServer(ScoringServer):
+    """``ScoringServer`` serving the naive service instead of ours."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.target = NAIVE_SERVICE
 
 
-def tree_cpu_seconds(server: Server) -> float:
+def tree_cpu_seconds(server: ScoringServer) -> float:
     """User + system CPU time of the server's arbiter and workers so far."""
     total = 0.0
     for pid in server.pids():
@@ -129,7 +130,7 @@ class Cpu:
 
 
 class CpuMeter:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ScoringServer) -> None:
         self.server = server
         self.start = (
             time.perf_counter(),
@@ -294,7 +295,7 @@ async def closed_loop(
     return out
 
 
-async def metered(server: Server, phase: Callable[[], Awaitable[Outcome]]) -> Outcome:
+async def metered(server: ScoringServer, phase: Callable[[], Awaitable[Outcome]]) -> Outcome:
     meter = CpuMeter(server)
     out = await phase()
     out.cpu = meter.stop()
@@ -309,7 +310,7 @@ class ServiceResult:
 
 
 async def drive(
-    server: Server,
+    server: ScoringServer,
     singles: Iterator[bytes],
     batches: Iterator[bytes] | None,
     args: argparse.Namespace,
@@ -351,7 +352,7 @@ async def drive(
 
 async def single_phases(
     client: Client,
-    server: Server,
+    server: ScoringServer,
     singles: Iterator[bytes],
     args: argparse.Namespace,
     label: str,
@@ -584,7 +585,7 @@ def main() -> None:
         f"vectors for the naive service"
     )
 
-    servers: list[Server] = []
+    servers: list[ScoringServer] = []
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
         root = Path(tmp)
         try:
@@ -604,7 +605,7 @@ def main() -> None:
                 naive = run_async(drive(naive_server, naive_bodies, None, args, "naive"))
                 naive_server.stop()
 
-            server = Server(bundle, root / "state", root / "home", None)
+            server = ScoringServer(bundle, root / "state", root / "home", None)
             servers.append(server)
             server.start()
             log(f"our service up on {server.url} ({len(server.pids())} processes)")

@@ -24,13 +24,13 @@ from pathlib import Path
 import bentoml
 from catboost import CatBoostClassifier
 
-from fraud_assets.lib.contracts import BUNDLE_MANIFEST, CHAMPION
+from fraud_assets.lib.contracts import BUNDLE_ENV, BUNDLE_MANIFEST, CHAMPION
 
 
 @bentoml.service(name="naive_scoring", workers=1)
 class NaiveScoring:
     def __init__(self) -> None:
-        bundle = Path(os.environ["FRAUD_BUNDLE"])
+        bundle = Path(os.environ[BUNDLE_ENV])
         manifest = json.loads((bundle / BUNDLE_MANIFEST).read_text())
         self.model = CatBoostClassifier()
         self.model.load_model(str(bundle / manifest["variants"][CHAMPION]["model_file"]))

@@ -10,6 +10,8 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
+from fraud_assets.lib import contracts
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +40,7 @@ MODEL_NAME = _env("FRAUD_MODEL_NAME", "fraud_model")
 BENTOML_HOME = _path("BENTOML_HOME", ".bentoml")
 # The scoring service's prediction and feedback logs (what `bentoml serve` writes, run from
 # the repo root): monitoring reads them.
-SERVING_STATE = _path("FRAUD_SERVING_STATE", "serving_state")
+SERVING_STATE = _path(contracts.SERVING_STATE_ENV, contracts.DEFAULT_SERVING_STATE)
 
 
 def state_environment(root: Path) -> dict[str, str]:
@@ -55,7 +57,7 @@ def state_environment(root: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow / 'mlflow.db'}",
         "FRAUD_MLFLOW_ARTIFACT_ROOT": str(mlflow / "artifacts"),
         "BENTOML_HOME": str(root / "bentoml"),
-        "FRAUD_SERVING_STATE": str(root / "serving_state"),
+        contracts.SERVING_STATE_ENV: str(root / contracts.DEFAULT_SERVING_STATE),
     }
 
 

@@ -33,6 +33,14 @@ PSI_ALERT = 0.25  # the usual "significant shift" level: above it, drift alerts 
 PIPELINE_LABELS = "fraud_labels"  # the source's label events (the `fraud_labels` asset)
 FEEDBACK_LABELS = "feedback"  # the service's /feedback log
 
+# ------------------------------------------------------------ how the service is started
+# Environment variables the scoring service reads (its launcher, the smoke check, the tests
+# and the settings of the pipeline that reads its logs all use these names).
+BUNDLE_ENV = "FRAUD_BUNDLE"  # the bundle folder (default: the one inside the Bento)
+SERVING_STATE_ENV = "FRAUD_SERVING_STATE"  # where its logs go
+ADMIN_KEY_ENV = "FRAUD_ADMIN_KEY"  # enables /admin/reload and /admin/rollback
+DEFAULT_SERVING_STATE = "serving_state"  # relative to the folder the service runs in
+
 # ------------------------------------------------------------------ the service's logs
 # Under the serving-state root: predictions and errors in day folders, one file per process
 # (workers never interleave); feedback in one shared, fsynced file.
@@ -41,9 +49,9 @@ ERRORS_LOG = "errors"
 FEEDBACK_LOG = "feedback"
 FEEDBACK_FILE = "feedback.jsonl"
 
-# Fields of each log line, in the order written.
-PREDICTION_FIELDS = (
-    "request_time",
+# Fields of each log line, in the order written. A prediction row carries the transaction as
+# received (its canonical fields), then what the service made of it.
+LOGGED_TRANSACTION_FIELDS = (
     "transaction_id",
     "ts",
     "customer_id",
@@ -51,6 +59,10 @@ PREDICTION_FIELDS = (
     "amount",
     "merchant_category",
     "channel",
+)
+PREDICTION_FIELDS = (
+    "request_time",
+    *LOGGED_TRANSACTION_FIELDS,
     "features",
     "score",
     "decision",

@@ -23,8 +23,11 @@ from types import TracebackType
 import httpx
 import psutil
 
+from fraud_assets.lib import contracts
+
 LOCALHOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
+SERVICE = "fraud_assets.serving.service:FraudScoring"  # the service, run from the source tree
 STOP_TIMEOUT_S = 15.0
 _POLL_S = 0.2
 
@@ -168,6 +171,31 @@ class BentoServer(ManagedProcess):
             time.sleep(_POLL_S)
         self.stop()
         raise TimeoutError(f"bentoml serve not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+
+class ScoringServer(BentoServer):
+    """``bentoml serve`` of the service module (not a built Bento) with a bundle folder, its
+    logs under ``state`` and its BentoML home under ``home``: tests and benchmarks."""
+
+    def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
+        self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
+        source_tree = Path(__file__).resolve().parents[2]
+        super().__init__(SERVICE, log_path=home / "server.log", cwd=source_tree)
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Start with the current attributes (a test may change the admin key between runs)."""
+        self.env = {
+            **os.environ,
+            contracts.BUNDLE_ENV: str(self.bundle),
+            contracts.SERVING_STATE_ENV: str(self.state),
+            "BENTOML_HOME": str(self.home / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "True",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop(contracts.ADMIN_KEY_ENV, None)
+        if self.admin_key is not None:
+            self.env[contracts.ADMIN_KEY_ENV] = self.admin_key
+        super().start(timeout)
 
 
 class DagsterDaemon(ManagedProcess):

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, LOGGED_TRANSACTION_FIELDS, SHADOW
 from fraud_assets.lib.features.online import online_vector, online_vectors
 from fraud_assets.lib.online_store import OnlineStore
 from fraud_assets.serving.deployment import (
@@ -64,18 +64,6 @@ class Scored(msgspec.Struct, frozen=True, gc=False):
     row: tuple[Any, ...]
     variant: Variant
     deployment: Deployment
-
-
-# The transaction fields a log line carries, in PredictionRow's order.
-_TRANSACTION_FIELDS = (
-    "transaction_id",
-    "ts",
-    "customer_id",
-    "terminal_id",
-    "amount",
-    "merchant_category",
-    "channel",
-)
 
 
 def _log_row(
@@ -288,7 +276,7 @@ class Scorer:
         now = datetime.now(UTC)
         stamp, model_name, bundle_id = now.isoformat(), dep.model_name, dep.bundle_id
         variants = {CHAMPION: dep.champion, CHALLENGER: dep.variant(CHALLENGER)}
-        fields = operator.itemgetter(*_TRANSACTION_FIELDS)
+        fields = operator.itemgetter(*LOGGED_TRANSACTION_FIELDS)
         # Answers and log lines column by column: map/zip build the per-row objects in C
         # (per-row Python statements were a third of this phase).
         for lo in range(0, len(todo), chunk):

@@ -67,12 +67,8 @@ from fraud_assets.serving.schemas import (
 )
 from fraud_assets.serving.scoring import NothingToRollBack, Scorer
 
-BUNDLE_ENV = "FRAUD_BUNDLE"
-STATE_ENV = "FRAUD_SERVING_STATE"
-ADMIN_KEY_ENV = "FRAUD_ADMIN_KEY"
 HOT_PATH_TELEMETRY_ENV = "FRAUD_HOT_PATH_TELEMETRY"
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / contracts.SERVICE_BUNDLE_DIR
-DEFAULT_STATE = "serving_state"
 # Collect the young generation every 10k net allocations instead of 700. Measured on a batch
 # replay: with the defaults, collections cost ~12 us per scored transaction (~20% of the
 # batch path) and a full collection paused the worker for ~150 ms; with the loaded state
@@ -101,9 +97,9 @@ class FraudScoring:
 
     def __init__(self) -> None:
         self._ready = False
-        self.bundle_path = Path(os.environ.get(BUNDLE_ENV) or DEFAULT_BUNDLE)
-        state = Path(os.environ.get(STATE_ENV) or DEFAULT_STATE)
-        self.admin_key = os.environ.get(ADMIN_KEY_ENV) or None
+        self.bundle_path = Path(os.environ.get(contracts.BUNDLE_ENV) or DEFAULT_BUNDLE)
+        state = Path(os.environ.get(contracts.SERVING_STATE_ENV) or contracts.DEFAULT_SERVING_STATE)
+        self.admin_key = os.environ.get(contracts.ADMIN_KEY_ENV) or None
         self.predictions = DayLog(state, contracts.PREDICTIONS_LOG)
         self.feedback_log = FeedbackLog(state)
         self.scorer = Scorer(self.bundle_path, EmbeddedStore(), self.predictions)
@@ -189,7 +185,7 @@ class FraudScoring:
                 403,
                 "forbidden",
                 "x-api-key",
-                f"admin actions are disabled: start the service with {ADMIN_KEY_ENV} set",
+                f"admin actions are disabled: start the service with {contracts.ADMIN_KEY_ENV} set",
             )
         key = request.headers.get("x-api-key", "")
         if not hmac.compare_digest(key.encode(), self.admin_key.encode()):
@@ -239,7 +235,7 @@ class FraudScoring:
 _API_ROUTES = tuple(method.route for method in FraudScoring.apis.values())
 FraudScoring.add_asgi_middleware(
     ErrorLogging,
-    state_root=os.environ.get(STATE_ENV) or DEFAULT_STATE,
+    state_root=os.environ.get(contracts.SERVING_STATE_ENV) or contracts.DEFAULT_SERVING_STATE,
     api_routes=_API_ROUTES,
 )
 FraudScoring.add_asgi_middleware(

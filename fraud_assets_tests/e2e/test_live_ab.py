@@ -21,14 +21,9 @@ import pytest
 
 from fraud_assets.defs.monitoring import live
 from fraud_assets.lib.metrics import average_precision
+from fraud_assets.lib.processes import ScoringServer
+from fraud_assets.lib.sample_world import World, build_world, train_model, write_world_bundle
 from fraud_assets_tests.helpers import storage_resources
-from fraud_assets_tests.serving.support import (
-    Server,
-    World,
-    _train,
-    build_world,
-    write_world_bundle,
-)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 CHUNK = 200
@@ -47,7 +42,7 @@ def _no_skill(world: World) -> object:
     shuffled = frame.with_columns(
         pl.Series("is_fraud", np.random.default_rng(3).permutation(frame["is_fraud"].to_numpy()))
     )
-    return _train(shuffled, world.features, world.categoricals, seed=3)
+    return train_model(shuffled, world.features, world.categoricals, seed=3)
 
 
 def _wire(tx: dict) -> dict:
@@ -63,7 +58,7 @@ def test_live_ab_result_from_served_traffic_and_feedback(world: World, tmp_path:
     bad = World(**{**world.__dict__, "challenger": _no_skill(world)})
     bundle = write_world_bundle(bad, tmp_path / "bundle", share=0.5, versions=("1", "2"))
     state = tmp_path / "state"
-    server = Server(bundle, state, tmp_path / "home", admin_key=None)
+    server = ScoringServer(bundle, state, tmp_path / "home", admin_key=None)
     day = world.history.filter(pl.col("ts").dt.date() == world.last_day).sort("ts")
     truth = dict(zip(day["transaction_id"], day["is_fraud"].cast(pl.Boolean), strict=True))
     served: list[dict] = []

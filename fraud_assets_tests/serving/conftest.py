@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fraud_assets_tests.serving.support import World, build_world
+from fraud_assets.lib.sample_world import World, build_world
 
 
 @pytest.fixture(scope="session")

@@ -17,10 +17,10 @@ import pytest
 from fraud_assets.lib.bundle import BundleError
 from fraud_assets.lib.contracts import BUNDLE_MODELS_DIR, PREDICTIONS_LOG
 from fraud_assets.lib.online_store import EmbeddedStore
+from fraud_assets.lib.sample_world import World, write_world_bundle
 from fraud_assets.serving.logs import DayLog
 from fraud_assets.serving.schemas import Transaction
 from fraud_assets.serving.scoring import NothingToRollBack, Scorer
-from fraud_assets_tests.serving.support import World, write_world_bundle
 
 
 @pytest.fixture(scope="module")

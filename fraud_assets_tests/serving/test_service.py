@@ -8,6 +8,7 @@ simulated last day and needs those customers' state to be exactly the bundle's s
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +21,9 @@ import polars as pl
 import psutil
 import pytest
 
+from fraud_assets.lib.processes import ScoringServer
+from fraud_assets.lib.sample_world import THRESHOLDS, World, write_world_bundle
 from fraud_assets.serving.routing import bucket
-from fraud_assets_tests.serving.support import THRESHOLDS, Server, World, write_world_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -39,10 +41,10 @@ RESPONSE_FIELDS = {
 
 
 @pytest.fixture(scope="module")
-def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScoringServer]:
     root = tmp_path_factory.mktemp("serving")
     bundle = write_world_bundle(world, root / "bundle", share=0.3, mode="split")
-    srv = Server(bundle, root / "state", root / "home", ADMIN_KEY)
+    srv = ScoringServer(bundle, root / "state", root / "home", ADMIN_KEY)
     srv.start()
     try:
         yield srv
@@ -51,7 +53,7 @@ def server(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 @pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
+def client(server: ScoringServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         yield c
 
@@ -69,7 +71,7 @@ def tx(tid: str, customer: str = "cust-1", **overrides: Any) -> dict[str, Any]:
     return {**base, **overrides}
 
 
-def log_rows(server: Server) -> list[dict[str, Any]]:
+def log_rows(server: ScoringServer) -> list[dict[str, Any]]:
     rows = []
     for path in sorted((server.state / "predictions").glob("date=*/part-*.jsonl")):
         rows.extend(json.loads(line) for line in path.read_text().splitlines() if line)
@@ -106,7 +108,7 @@ def test_builtin_endpoints_and_models(client: httpx.Client, world: World) -> Non
 
 
 def test_batch_replays_the_day_exactly_like_batch_features(
-    client: httpx.Client, server: Server, world: World
+    client: httpx.Client, server: ScoringServer, world: World
 ) -> None:
     """1000 real transactions of the store day in one batch: order kept, state updated in
     order (features equal batch_features to 1e-9), scores equal the models' own."""
@@ -201,7 +203,7 @@ def test_explain_returns_top_three_reasons(client: httpx.Client, world: World) -
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
-def test_the_running_worker_never_loads_polars(client: httpx.Client, server: Server) -> None:
+def test_the_running_worker_never_loads_polars(client: httpx.Client, server: ScoringServer) -> None:
     """Polars is a native library: once imported, it shows in the worker's memory maps."""
     resp = client.post("/score", json={"transaction": tx("maps-1", "cust-maps"), "explain": True})
     assert resp.status_code == 200
@@ -212,7 +214,7 @@ def test_the_running_worker_never_loads_polars(client: httpx.Client, server: Ser
 
 
 def test_a_retried_transaction_gets_the_same_answer_and_counts_once(
-    client: httpx.Client, server: Server
+    client: httpx.Client, server: ScoringServer
 ) -> None:
     first = client.post("/score", json={"transaction": tx("retry-1", "cust-retry")}).json()
     again = client.post("/score", json={"transaction": tx("retry-1", "cust-retry")}).json()
@@ -224,7 +226,7 @@ def test_a_retried_transaction_gets_the_same_answer_and_counts_once(
     assert rows[1]["features"]["customer_tx_count_1d"] == 2.0  # not 3: the retry did not count
 
 
-def test_prediction_log_rows_are_complete(client: httpx.Client, server: Server) -> None:
+def test_prediction_log_rows_are_complete(client: httpx.Client, server: ScoringServer) -> None:
     client.post("/score", json={"transaction": tx("log-1", "cust-log", amount=12.0)})
     row = next(r for r in log_rows(server) if r["transaction_id"] == "log-1")
     for key in ("request_time", "ts", "customer_id", "terminal_id", "amount", "features"):
@@ -409,7 +411,9 @@ def test_service_still_answers_after_bad_inputs(client: httpx.Client) -> None:
     assert resp.status_code == 200 and resp.json()["transaction_id"] == "after-bad"
 
 
-def test_every_rejected_request_is_in_the_error_log(client: httpx.Client, server: Server) -> None:
+def test_every_rejected_request_is_in_the_error_log(
+    client: httpx.Client, server: ScoringServer
+) -> None:
     """What serving_metrics counts: the body-limit middleware's 413/415 included."""
 
     def errors() -> list[dict[str, Any]]:
@@ -437,7 +441,7 @@ def test_admin_requires_the_key(client: httpx.Client) -> None:
 
 
 def test_reload_under_load_loses_no_request_then_rollback(
-    client: httpx.Client, server: Server, world: World
+    client: httpx.Client, server: ScoringServer, world: World
 ) -> None:
     stop = threading.Event()
     failures: list[str] = []
@@ -492,7 +496,7 @@ def test_reload_under_load_loses_no_request_then_rollback(
 
 
 def test_shadow_mode_answers_with_champion_and_logs_the_challenger(
-    client: httpx.Client, server: Server, world: World
+    client: httpx.Client, server: ScoringServer, world: World
 ) -> None:
     write_world_bundle(world, server.bundle, mode="shadow", share=0.3, versions=("1", "2"))
     assert admin(client, "reload").json()["traffic"]["mode"] == "shadow"
@@ -517,7 +521,7 @@ def test_shadow_mode_answers_with_champion_and_logs_the_challenger(
 # ------------------------------------------------------------------------- durability
 
 
-def test_feedback_survives_kill_9_and_the_service_restarts(server: Server) -> None:
+def test_feedback_survives_kill_9_and_the_service_restarts(server: ScoringServer) -> None:
     """Runs last: kills the server (SIGKILL to the process group) and restarts it."""
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for i in range(3):
@@ -530,7 +534,7 @@ def test_feedback_survives_kill_9_and_the_service_restarts(server: Server) -> No
         assert scored.status_code == 200
     pids = server.pids()
     assert len(pids) >= 2  # arbiter + worker
-    server.stop()  # kill -9 to the arbiter and its workers: no shutdown hooks run
+    server.stop(signal.SIGKILL)  # kill -9 to the arbiter and its workers: no shutdown hook runs
     assert not [p for p in pids if psutil.pid_exists(p)]
     lines = (server.state / "feedback" / "feedback.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]

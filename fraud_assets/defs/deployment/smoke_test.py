@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from fraud_assets.defs.partitions import daily_partitions
+from fraud_assets.lib import contracts
 from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.features.online import online_features
 from fraud_assets.resources.mlflow import ModelRegistry
@@ -79,7 +80,7 @@ def bento_smoke_test(
     shutil.rmtree(state, ignore_errors=True)
     env = os.environ | {
         "BENTOML_HOME": fraud_bento["bentoml_home"],
-        "FRAUD_SERVING_STATE": str(state),
+        contracts.SERVING_STATE_ENV: str(state),
     }
     server = BentoServer(fraud_bento["tag"], log_path=state / "server.log", env=env)
     txs = _sample_transactions(online_feature_store)

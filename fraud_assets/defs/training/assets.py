@@ -21,17 +21,20 @@ from fraud_assets.lib.versioning import file_hash, git_commit
 MODEL_CODE_VERSION = "catboost-v1"
 
 
+_DEFAULT = CatBoostParams()  # the defaults live there; the launchpad shows and edits them
+
+
 class TrainingConfig(dg.Config):
     """CatBoost hyperparameters (editable in the launchpad)."""
 
     iterations: int = settings.TRAIN_ITERATIONS
-    learning_rate: float = 0.08
-    depth: int = 6
-    l2_leaf_reg: float = 3.0
-    auto_class_weights: str = "SqrtBalanced"
-    early_stopping_rounds: int = 60
-    thread_count: int = 2
-    random_seed: int = 0
+    learning_rate: float = _DEFAULT.learning_rate
+    depth: int = _DEFAULT.depth
+    l2_leaf_reg: float = _DEFAULT.l2_leaf_reg
+    auto_class_weights: str = _DEFAULT.auto_class_weights
+    early_stopping_rounds: int = _DEFAULT.early_stopping_rounds
+    thread_count: int = _DEFAULT.thread_count
+    random_seed: int = _DEFAULT.random_seed
 
     def params(self) -> CatBoostParams:
         return CatBoostParams(**self.model_dump())

@@ -1,12 +1,11 @@
-"""Test support: a small simulated world, two tiny models, bundles, and a real server process.
+"""A small simulated world with two tiny CatBoost models, and bundles made from it: what the
+serving tests, the live A/B test and the serving benchmark score against.
 
-Kept out of conftest so a benchmark or a notebook can build the same bundle.
+In the package (not in the tests) so a benchmark or a notebook builds the same bundle.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,11 +17,8 @@ from fraud_assets.lib.bundle import write_bundle
 from fraud_assets.lib.features.batch import batch_features, store_seed_from_frames
 from fraud_assets.lib.features.definitions import available_categoricals, feature_columns
 from fraud_assets.lib.features.history import CustomerHistory
-from fraud_assets.lib.processes import BentoServer
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICE = "fraud_assets.serving.service:FraudScoring"
 FIRST_DAY = date(2026, 2, 1)
 DAYS = 35
 THRESHOLDS = {"review": 0.3, "decline": 0.7}
@@ -44,7 +40,9 @@ class World:
     seed_terminals: dict[str, dict[str, float]]
 
 
-def _train(frame: pl.DataFrame, features: list[str], categoricals: list[str], seed: int) -> Any:
+def train_model(
+    frame: pl.DataFrame, features: list[str], categoricals: list[str], seed: int
+) -> Any:
     from catboost import CatBoostClassifier
 
     model = CatBoostClassifier(
@@ -85,8 +83,8 @@ def build_world(seed: int = 5, size: float = 0.13) -> World:
         categoricals=categoricals,
         features=features,
         day_features=batch_features(history, labels, last_day),
-        champion=_train(train, features, categoricals, seed=1),
-        challenger=_train(train, features, categoricals, seed=2),
+        champion=train_model(train, features, categoricals, seed=1),
+        challenger=train_model(train, features, categoricals, seed=2),
         seed_histories=histories,
         seed_terminals=terminals,
     )
@@ -121,30 +119,3 @@ def write_world_bundle(
         terminal_rows=world.seed_terminals,
         store_as_of=world.last_day,
     )
-
-
-class Server(BentoServer):
-    """``bentoml serve`` of the service module with a bundle, logs under ``state``."""
-
-    def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
-        self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
-        super().__init__(SERVICE, log_path=home / "server.log", cwd=REPO)
-
-    def start(self, timeout: float = 90.0) -> None:
-        """Start with the current attributes (a test may change the admin key between runs)."""
-        self.env = {
-            **os.environ,
-            "FRAUD_BUNDLE": str(self.bundle),
-            "FRAUD_SERVING_STATE": str(self.state),
-            "BENTOML_HOME": str(self.home / "bentoml"),
-            "BENTOML_DO_NOT_TRACK": "True",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.env.pop("FRAUD_ADMIN_KEY", None)
-        if self.admin_key is not None:
-            self.env["FRAUD_ADMIN_KEY"] = self.admin_key
-        super().start(timeout)
-
-    def stop(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
-        """kill -9 by default: no shutdown hook runs, as in a crash."""
-        super().stop(sig, timeout)
