@@ -58,6 +58,9 @@ class ManagedProcess:
         self.command, self.log_path = list(command), log_path
         self.env, self.cwd = dict(env if env is not None else os.environ), cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        # Every descendant seen (pid -> start time): a worker whose parent already died is
+        # no longer a descendant, but is still ours to stop.
+        self._seen: dict[int, float] = {}
 
     def spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,23 +79,38 @@ class ManagedProcess:
 
     def pids(self) -> list[int]:
         """The process and all its descendants (empty once stopped)."""
+        return [p.pid for p in self._family()]
+
+    def _family(self) -> list[psutil.Process]:
+        """The live descendants, and every one seen before that is still the same process."""
         if self.proc is None:
             return []
-        try:
+        found: dict[int, psutil.Process] = {}
+        with contextlib.suppress(psutil.NoSuchProcess):
             root = psutil.Process(self.proc.pid)
-            return [root.pid, *(p.pid for p in root.children(recursive=True))]
-        except psutil.NoSuchProcess:
-            return []
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self._seen[process.pid] = process.create_time()
+                    found[process.pid] = process
+        for pid, started in list(self._seen.items()):
+            if pid in found:
+                continue
+            try:
+                process = psutil.Process(pid)
+                if process.create_time() == started:
+                    found[pid] = process
+                    continue
+            except psutil.NoSuchProcess:
+                pass
+            del self._seen[pid]
+        return list(found.values())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
         """Signal the group and every descendant by pid (children in sessions of their own
         escape a group signal), wait, SIGKILL what is still alive, wait again."""
         if self.proc is None:
             return
-        family = []
-        for pid in self.pids():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                family.append(psutil.Process(pid))
+        family = self._family()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
         for process in family:
@@ -106,6 +124,7 @@ class ManagedProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
         self.proc = None
+        self._seen.clear()
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -167,6 +186,7 @@ class BentoServer(ManagedProcess):
                 raise RuntimeError(f"bentoml serve exited {code}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    self.pids()  # remember the workers, in case their parent dies first
                     return
             time.sleep(_POLL_S)
         self.stop()
