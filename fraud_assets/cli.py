@@ -57,12 +57,14 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     import dagster as dg
 
     instance = instance or dg.DagsterInstance.get()
-    days = demo_days(feature_days + LOOKBACK_DAYS, end)
-    print(f"ingesting {days[0]} .. {days[-1]} ({LOOKBACK_DAYS} days of history first)")
+    from fraud_assets.defs.features.assets import REACH_DAYS  # the features' history
+
+    days = demo_days(feature_days + REACH_DAYS, end)
+    print(f"ingesting {days[0]} .. {days[-1]} ({REACH_DAYS} days of history first)")
     failed = run_partitions("daily_ingestion", days)
     if not failed:
-        print(f"features {days[LOOKBACK_DAYS]} .. {end}")
-        failed = run_partitions("features", days[LOOKBACK_DAYS:])
+        print(f"features {days[REACH_DAYS]} .. {end}")
+        failed = run_partitions("features", days[REACH_DAYS:])
     if failed:
         print(f"quality gates failed for {len(failed)} partitions: {', '.join(failed)}")
         return 1
@@ -110,7 +112,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     train_start = (
         date.fromisoformat(args.train_start)
         if args.train_start
-        else first + timedelta(days=LOOKBACK_DAYS)
+        else first + timedelta(days=LOOKBACK_DAYS)  # a full customer history first
     )
     end = train_start + timedelta(days=args.train_days + args.delay_days + args.test_days - 1)
     if end > last:
@@ -138,8 +140,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     quiet_warnings()
     feature_days = (end - train_start).days + 1
-    history_start = max(first, train_start - timedelta(days=LOOKBACK_DAYS))
     import dagster as dg
+
+    from fraud_assets.defs.features.assets import REACH_DAYS  # after the reload: its settings
+
+    history_start = max(first, train_start - timedelta(days=REACH_DAYS))
 
     instance = dg.DagsterInstance.get()
     days = demo_days((end - history_start).days + 1, end)

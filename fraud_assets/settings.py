@@ -92,6 +92,9 @@ LABEL_RATE_MAX = float(_env("FRAUD_LABEL_RATE_MAX", "0.05"))
 TRAIN_DAYS = int(_env("FRAUD_TRAIN_DAYS", "28"))
 DELAY_DAYS = int(_env("FRAUD_DELAY_DAYS", "7"))
 TEST_DAYS = int(_env("FRAUD_TEST_DAYS", "14"))
+# Label maturity: after this many days most fraud labels of a day are known. The mature
+# terminal-risk windows are shifted back by it (features v2).
+LABEL_MATURITY_DAYS = int(_env("FRAUD_LABEL_MATURITY_DAYS", str(DELAY_DAYS)))
 
 # Training: the default number of CatBoost iterations (early stopping usually ends sooner).
 TRAIN_ITERATIONS = int(_env("FRAUD_TRAIN_ITERATIONS", "600"))

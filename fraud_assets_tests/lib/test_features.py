@@ -149,6 +149,68 @@ def test_terminal_risk_counts_only_labels_known_before_the_day() -> None:
     assert nxt["terminal_fraud_count_7d"] == 2
 
 
+def test_mature_terminal_windows_are_shifted_by_the_maturity_and_count_known_labels() -> None:
+    """Mature window w as of D with maturity m: transactions of days D-m-w .. D-m-1, frauds
+    among them whose label was known before D 00:00."""
+    m = 7
+    midnight = datetime(2026, 3, 10, tzinfo=UTC)
+
+    def at(days_before: int) -> datetime:
+        return midnight - timedelta(days=days_before) + timedelta(hours=10)
+
+    hist = _tx(
+        [
+            ("recent", at(1), "c2", "t1", 50.0, "card_present"),  # D-1: inside the shift
+            ("edge_in", at(m + 1), "c3", "t1", 50.0, "card_present"),  # D-m-1: 1d window
+            ("edge_out", at(m), "c4", "t1", 50.0, "card_present"),  # D-m: still shifted out
+            ("late_label", at(m + 3), "c5", "t1", 50.0, "card_present"),
+            ("old", at(m + 30), "c6", "t1", 50.0, "card_present"),  # D-m-30: 30d window
+            ("too_old", at(m + 31), "c7", "t1", 50.0, "card_present"),
+            ("now", T0, "c1", "t1", 20.0, "card_present"),
+        ]
+    )
+    labels = _labels(
+        [
+            ("recent", 1, midnight - timedelta(hours=2)),
+            ("edge_in", 1, midnight - timedelta(days=1)),
+            ("edge_out", 1, midnight - timedelta(days=1)),
+            ("late_label", 1, midnight),  # known at D 00:00: not yet for day D
+            ("old", 1, midnight - timedelta(days=20)),
+            ("too_old", 1, midnight - timedelta(days=20)),
+        ]
+    )
+    row = _row(batch_features(hist, labels, DAY, maturity_days=m), "now")
+    assert (row["terminal_tx_count_1d_mature"], row["terminal_fraud_count_1d_mature"]) == (1, 1)
+    assert (row["terminal_tx_count_7d_mature"], row["terminal_fraud_count_7d_mature"]) == (2, 1)
+    assert (row["terminal_tx_count_30d_mature"], row["terminal_fraud_count_30d_mature"]) == (3, 2)
+    assert row["terminal_risk_30d_mature"] == 2 / 3
+    # The known-so-far windows are unchanged by the shift: D-1 .. D-w.
+    assert (row["terminal_tx_count_1d"], row["terminal_fraud_count_1d"]) == (1, 1)
+    # Without a shift the mature windows are the known-so-far ones.
+    flat = _row(batch_features(hist, labels, DAY, maturity_days=0), "now")
+    for w in (1, 7, 30):
+        for stat in ("tx_count", "fraud_count", "risk"):
+            assert flat[f"terminal_{stat}_{w}d_mature"] == flat[f"terminal_{stat}_{w}d"]
+    # The snapshot (what the service reads) agrees, and includes a terminal seen only in
+    # the shifted reach.
+    snap = terminal_snapshot(hist, labels, DAY, maturity_days=m).to_dicts()[0]
+    assert snap["terminal_fraud_count_30d_mature"] == 2
+
+
+def test_mature_terminal_risk_lives_where_known_so_far_risk_is_dead() -> None:
+    """With labels that take days to arrive, the 1-day known-so-far window is always empty of
+    known frauds; the mature windows carry the signal."""
+    sim = Simulator(SimulationConfig(seed=9, size=0.2))
+    days = [DAY - timedelta(days=i) for i in range(45, -1, -1)]
+    frames = [sim.day_with_label_times(d) for d in days]
+    hist = pl.concat([f.drop("known_at") for f in frames])
+    labels = pl.concat([f.select("transaction_id", "is_fraud", "known_at") for f in frames])
+    out = batch_features(hist, labels, DAY - timedelta(days=5), DAY, maturity_days=7)
+    assert out["terminal_fraud_count_1d"].max() == 0  # labels take at least a day
+    assert out["terminal_fraud_count_1d_mature"].sum() > 0
+    assert out["terminal_risk_7d_mature"].max() > 0
+
+
 def test_no_leakage_from_later_rows_or_later_labels() -> None:
     sim = Simulator(SimulationConfig(seed=9, size=0.2))
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]

@@ -8,9 +8,9 @@ import dagster as dg
 
 from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
+from fraud_assets.defs.features.assets import FEATURES_CODE_VERSION, MATURITY_DAYS, REACH_DAYS
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
 from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
-from fraud_assets.lib.features.definitions import FEATURE_CODE_VERSION, LOOKBACK_DAYS
 from fraud_assets.resources.bento import BentoBuilder
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
@@ -20,10 +20,10 @@ from fraud_assets.resources.storage import LakeStorage
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
     group_name="deployment",
-    code_version=FEATURE_CODE_VERSION,
+    code_version=FEATURES_CODE_VERSION,
     ins={
-        "raw_transactions": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-REACH_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-REACH_DAYS, 0)),
     },
     description="Online feature state after the day: customer histories (replayed through the "
     "online path) and terminal snapshots as of the next day. Seeds the service.",
@@ -36,7 +36,7 @@ def online_feature_store(
     day = partition_day(context)
     serves = day + timedelta(days=1)
     histories, terminals = store_seed_from_frames(
-        concat_partitions(raw_transactions), concat_labels(fraud_labels), serves
+        concat_partitions(raw_transactions), concat_labels(fraud_labels), serves, MATURITY_DAYS
     )
     entries = sum(len(h.keys) for h in histories.values())
     context.log.info(f"store for {serves}: {len(histories)} customers, {len(terminals)} terminals")

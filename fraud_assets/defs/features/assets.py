@@ -13,15 +13,19 @@ from fraud_assets.lib.features.batch import batch_features
 from fraud_assets.lib.features.definitions import (
     FEATURE_CODE_VERSION,
     FEATURE_ROW_KEYS,
-    LOOKBACK_DAYS,
     available_categoricals,
     feature_columns,
+    terminal_lookback_days,
 )
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
 from fraud_assets.lib.time_split import SplitConfig, build_training_set
 from fraud_assets.lib.versioning import code_version, data_version
 
-FEATURES_CODE_VERSION = f"{FEATURE_CODE_VERSION}-{code_version(definitions, batch)}"
+MATURITY_DAYS = settings.LABEL_MATURITY_DAYS
+REACH_DAYS = terminal_lookback_days(MATURITY_DAYS)  # the furthest any window reaches back
+FEATURES_CODE_VERSION = (
+    f"{FEATURE_CODE_VERSION}-m{MATURITY_DAYS}-{code_version(definitions, batch)}"
+)
 SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS)
 
 
@@ -32,9 +36,9 @@ SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS
     code_version=FEATURES_CODE_VERSION,
     kinds={"polars", "parquet"},
     ins={
-        # Customer windows reach 30 days back; terminal risk uses labels known before the day.
-        "raw_transactions": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, 0)),
-        "fraud_labels": dg.AssetIn(partition_mapping=window(-LOOKBACK_DAYS, -1)),
+        # Mature terminal windows reach furthest back; labels count only once known.
+        "raw_transactions": dg.AssetIn(partition_mapping=window(-REACH_DAYS, 0)),
+        "fraud_labels": dg.AssetIn(partition_mapping=window(-REACH_DAYS, -1)),
     },
     check_specs=[
         dg.AssetCheckSpec(name, asset="transaction_features", blocking=True, description=desc)
@@ -52,7 +56,7 @@ def transaction_features(
         f"{day}: features from {len(raw_transactions or {})} raw partitions ({history.height} rows)"
         f" and {labels.height} label events"
     )
-    df = batch_features(history, labels, day)
+    df = batch_features(history, labels, day, maturity_days=MATURITY_DAYS)
     cats = available_categoricals(history.columns)
     version = data_version(df)
     yield dg.Output(
@@ -64,6 +68,7 @@ def transaction_features(
             "features": len(feature_columns(cats)),
             "categoricals": ", ".join(cats) or "none",
             "terminal_risk_30d_mean": float(df["terminal_risk_30d"].mean() or 0.0),
+            "terminal_risk_30d_mature_mean": float(df["terminal_risk_30d_mature"].mean() or 0.0),
         },
     )
     yield from check_results(

@@ -18,12 +18,13 @@ import polars as pl
 from fraud_assets.lib.features.definitions import (
     AMOUNT_SCALE,
     CUSTOMER_FEATURES,
+    DEFAULT_MATURITY_DAYS,
     FEATURE_ROW_KEYS,
     LOOKBACK_DAYS,
+    MATURE,
     NIGHT_END_HOUR,
     NIGHT_START_HOUR,
     SMALL_AMOUNT,
-    TERMINAL_COUNT_COLUMNS,
     TERMINAL_FEATURES,
     UNKNOWN_CATEGORY,
     US_PER_DAY,
@@ -32,6 +33,7 @@ from fraud_assets.lib.features.definitions import (
     WINDOWS_DAYS,
     available_categoricals,
     feature_columns,
+    terminal_lookback_days,
 )
 from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.store_seed import histories_from_transactions
@@ -214,23 +216,25 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
 
 
 def _terminal_features(
-    history: pl.DataFrame, labels: pl.DataFrame, keys: pl.DataFrame
+    history: pl.DataFrame, labels: pl.DataFrame, keys: pl.DataFrame, maturity_days: int
 ) -> pl.DataFrame:
     """TERMINAL_FEATURES for each (terminal code `_term`, as-of `day`) row of `keys`, in order.
 
-    For as-of day D and window w: the terminal's transactions on days D-w .. D-1, and those
-    of them whose fraud label was known before D 00:00 UTC. Both are read off dense (day x
-    terminal) tables cumulated over days: daily transaction counts (a window is a difference
-    of two cells), and per window +1/-1 events for frauds, since a fraud on day d whose label
-    became known on day k counts from day max(d, k)+1 to day d+w.
+    For as-of day D, window w and shift s (0 for "known so far", ``maturity_days`` for the
+    mature windows): the terminal's transactions on days D-s-w .. D-s-1, and those of them
+    whose fraud label was known before D 00:00 UTC. Both are read off dense (day x terminal)
+    tables cumulated over days: daily transaction counts (a window is a difference of two
+    cells), and per window +1/-1 events for frauds, since a fraud on day d whose label became
+    known on day k counts from day max(d+s, k)+1 to day d+s+w.
     """
     if keys.height == 0:
         return keys.with_columns(pl.lit(0.0).alias(c) for c in TERMINAL_FEATURES)
     first, last = keys["day"].min(), keys["day"].max()
     lo, _ = _day_bounds(first)
     hi, _ = _day_bounds(last)
+    reach = terminal_lookback_days(maturity_days)
     tx = (
-        _between(history, lo - timedelta(days=LOOKBACK_DAYS), hi)
+        _between(history, lo - timedelta(days=reach), hi)
         .lazy()
         .select("transaction_id", "_term", day=pl.col("ts").dt.date())
     )
@@ -243,8 +247,8 @@ def _terminal_features(
     tx, frauds = pl.collect_all([tx, tx.join(known, on="transaction_id", how="inner")])
     # Tables are (day, terminal), days counted from the first one the windows reach. Batch
     # keys come in day order, so reading them stays within one day's row at a time.
-    day0 = (first - date(1970, 1, 1)).days - LOOKBACK_DAYS
-    n_days = (last - first).days + LOOKBACK_DAYS + 2  # a spare day for events past `last`
+    day0 = (first - date(1970, 1, 1)).days - reach
+    n_days = (last - first).days + reach + 2  # a spare day for events past `last`
     tx_term, fraud_term = tx["_term"].to_numpy(), frauds["_term"].to_numpy()
     key_term = keys["_term"].to_numpy()
     n_terms = int(max(key_term.max(), tx_term.max(initial=0))) + 1  # codes are 0 .. n-1
@@ -262,53 +266,61 @@ def _terminal_features(
     # Transactions before day D: the count of day d is cumulated from day d + 1 on.
     tx_before = table(days(tx["day"]) + 1, tx_term)
     fraud_day, known_day = days(frauds["day"]), days(frauds["known"])
-    enter = np.maximum(fraud_day, known_day) + 1
     cols = {}
-    for w in WINDOWS_DAYS:
-        cols[f"terminal_tx_count_{w}d"] = tx_before[key_cell] - tx_before[key_cell - w * n_terms]
-        leave = fraud_day + w + 1
-        live = enter < leave
-        events = np.concatenate([enter[live], leave[live]])
-        signs = np.repeat([1.0, -1.0], live.sum())
-        cols[f"terminal_fraud_count_{w}d"] = table(
-            events, np.concatenate([fraud_term[live]] * 2), signs
-        )[key_cell]
-    return keys.with_columns(
-        pl.DataFrame(cols).with_columns(pl.col(TERMINAL_COUNT_COLUMNS).cast(pl.Float64))
-    ).with_columns(
-        pl.when(pl.col(f"terminal_tx_count_{w}d") > 0)
-        .then(pl.col(f"terminal_fraud_count_{w}d") / pl.col(f"terminal_tx_count_{w}d"))
-        .otherwise(0.0)
-        .alias(f"terminal_risk_{w}d")
-        for w in WINDOWS_DAYS
-    )
+    for shift, suffix in ((0, ""), (maturity_days, MATURE)):
+        enter = np.maximum(fraud_day + shift, known_day) + 1
+        end = key_cell - shift * n_terms  # transactions before day D - shift
+        for w in WINDOWS_DAYS:
+            count = tx_before[end] - tx_before[end - w * n_terms]
+            leave = fraud_day + shift + w + 1
+            live = enter < leave
+            events = np.concatenate([enter[live], leave[live]])
+            signs = np.repeat([1.0, -1.0], live.sum())
+            frauds_known = table(events, np.concatenate([fraud_term[live]] * 2), signs)[key_cell]
+            cols[f"terminal_tx_count_{w}d{suffix}"] = count.astype(np.float64)
+            cols[f"terminal_fraud_count_{w}d{suffix}"] = frauds_known.astype(np.float64)
+            # Series division, as the online snapshot is read: values never depend on rows.
+            cols[f"terminal_risk_{w}d{suffix}"] = np.divide(
+                frauds_known, count, out=np.zeros(len(count)), where=count > 0
+            )
+    return keys.with_columns(pl.DataFrame(cols).select(TERMINAL_FEATURES))
 
 
-def terminal_snapshot(history: pl.DataFrame, labels: pl.DataFrame, as_of: date) -> pl.DataFrame:
-    """Every terminal seen in the 30 days before `as_of`, with what a transaction on
-    `as_of` sees of it (the online store is seeded from this)."""
+def terminal_snapshot(
+    history: pl.DataFrame,
+    labels: pl.DataFrame,
+    as_of: date,
+    maturity_days: int = DEFAULT_MATURITY_DAYS,
+) -> pl.DataFrame:
+    """Every terminal seen in the days the terminal windows reach before `as_of`, with what a
+    transaction on `as_of` sees of it (the online store is seeded from this)."""
     lo, _ = _day_bounds(as_of)
     history = _prepare(history)
     terminals = (
-        _between(history, lo - timedelta(days=LOOKBACK_DAYS), lo)
+        _between(history, lo - timedelta(days=terminal_lookback_days(maturity_days)), lo)
         .select("terminal_id", "_term")
         .unique()
         .with_columns(day=pl.lit(as_of))
     )
     return (
-        _terminal_features(history, labels, terminals)
+        _terminal_features(history, labels, terminals, maturity_days)
         .select("terminal_id", *TERMINAL_FEATURES)
         .sort("terminal_id")
     )
 
 
 def batch_features(
-    history: pl.DataFrame, labels: pl.DataFrame, start: date, end: date | None = None
+    history: pl.DataFrame,
+    labels: pl.DataFrame,
+    start: date,
+    end: date | None = None,
+    maturity_days: int = DEFAULT_MATURITY_DAYS,
 ) -> pl.DataFrame:
     """Feature rows for every transaction of days `start` .. `end` (keys + features).
 
-    `history`: raw transactions from 30 days before `start` to `end`; `labels`: label events
-    (those known later than each day are ignored for that day).
+    `history`: raw transactions from ``terminal_lookback_days(maturity_days)`` days before
+    `start` to `end`; `labels`: label events (those known later than each day are ignored for
+    that day).
     """
 
     lo, _ = _day_bounds(start)
@@ -336,7 +348,9 @@ def batch_features(
     # Both parts come back one row per row of `frame`, in its (ts, transaction_id) order. The
     # customer part is mostly single-threaded numpy (which releases the GIL): overlap them.
     with ThreadPoolExecutor(1) as pool:
-        terminal = pool.submit(_terminal_features, history, labels, frame.select("_term", "day"))
+        terminal = pool.submit(
+            _terminal_features, history, labels, frame.select("_term", "day"), maturity_days
+        )
         customer = customer_features(history, start, end)
         terminal = terminal.result()
     if not frame["transaction_id"].equals(customer["transaction_id"]):
@@ -351,7 +365,10 @@ def batch_features(
 
 
 def store_seed_from_frames(
-    history: pl.DataFrame, labels: pl.DataFrame, as_of: date
+    history: pl.DataFrame,
+    labels: pl.DataFrame,
+    as_of: date,
+    maturity_days: int = DEFAULT_MATURITY_DAYS,
 ) -> tuple[dict[str, CustomerHistory], dict[str, dict[str, float]]]:
     """Seed for a store serving day ``as_of``: histories of the 30 days before it (replayed
     online) and the terminal snapshot as of it (the batch definition)."""
@@ -364,6 +381,6 @@ def store_seed_from_frames(
     )
     terminals = {
         row["terminal_id"]: {c: float(row[c]) for c in TERMINAL_FEATURES}
-        for row in terminal_snapshot(history, labels, as_of).iter_rows(named=True)
+        for row in terminal_snapshot(history, labels, as_of, maturity_days).iter_rows(named=True)
     }
     return histories, terminals

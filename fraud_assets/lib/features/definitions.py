@@ -6,8 +6,12 @@ Definitions, for a transaction at time t on day D (UTC):
   and max amount; the amount relative to the 30-day mean; a 1-hour velocity (count, and
   count of small online amounts, the signature of card testing). Transactions at the same
   instant are ordered by transaction_id, and a transaction never sees those after it.
-- terminal risk over 1, 7 and 30 days: the terminal's transactions on days D-w .. D-1 and
-  how many of them were *known* to be fraud by the end of day D-1 (labels arrive late).
+- terminal risk over 1, 7 and 30 days, in two forms (labels arrive late):
+  - known so far: the terminal's transactions on days D-w .. D-1 and how many of them were
+    *known* to be fraud by the end of day D-1;
+  - mature (the literature's form): the same over days D-m-w .. D-m-1, shifted back by a
+    label-maturity delay of m days (a parameter, ``maturity_days``), so that most of the
+    window's labels have arrived; still only labels known by the end of D-1 count.
   Known-ness at day granularity means one daily snapshot per terminal serves a whole day
   exactly, online and in batch.
 - merchant category and channel as CatBoost categoricals, when the source has them.
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-FEATURE_CODE_VERSION = "features-v1"  # bump when a definition changes (also hashed in MLflow)
+FEATURE_CODE_VERSION = "features-v2"  # bump when a definition changes (also hashed in MLflow)
 WINDOWS_DAYS = (1, 7, 30)
 VELOCITY_SECONDS = 3_600
 SMALL_AMOUNT = 5.0
@@ -35,7 +39,10 @@ US_PER_DAY = 86_400 * US_PER_SECOND
 # Keys order transactions of one customer: time in microseconds, then arrival rank among
 # transactions at the same microsecond (so ties never see each other out of order).
 TIE_SLOTS = 1_024
-LOOKBACK_DAYS = max(WINDOWS_DAYS)  # how far back the longest window reaches
+LOOKBACK_DAYS = max(WINDOWS_DAYS)  # how far back the longest customer window reaches
+# The usual delay after which most fraud labels are known (chargebacks, investigations): the
+# default shift of the mature terminal windows. Deployments set their own (settings).
+DEFAULT_MATURITY_DAYS = 7
 # Window sums run on integer amount units (1e-4 of a currency unit): integer sums are exact,
 # so a mean does not depend on how much history a computation happened to start from, and
 # the batch and online paths agree bit for bit.
@@ -52,8 +59,21 @@ CUSTOMER_FEATURES = [
 TERMINAL_COUNT_COLUMNS = [
     f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")
 ]
-TERMINAL_FEATURES = [*TERMINAL_COUNT_COLUMNS, *(f"terminal_risk_{w}d" for w in WINDOWS_DAYS)]
+MATURE = "_mature"  # suffix of the mature (delay-shifted) terminal windows
+TERMINAL_FEATURES = [
+    *TERMINAL_COUNT_COLUMNS,
+    *(f"terminal_risk_{w}d" for w in WINDOWS_DAYS),
+    *(f"{c}{MATURE}" for c in TERMINAL_COUNT_COLUMNS),
+    *(f"terminal_risk_{w}d{MATURE}" for w in WINDOWS_DAYS),
+]
 NUMERIC_FEATURES = ["amount", *TIME_FEATURES, *CUSTOMER_FEATURES, *TERMINAL_FEATURES]
+
+
+def terminal_lookback_days(maturity_days: int) -> int:
+    """How many days before D the terminal windows reach (the mature ones reach furthest)."""
+    if maturity_days < 0:
+        raise ValueError(f"maturity_days must be >= 0, got {maturity_days}")
+    return LOOKBACK_DAYS + maturity_days
 
 
 def feature_columns(categoricals: Sequence[str]) -> list[str]:
