@@ -244,7 +244,8 @@ def _why_skipped(name: str) -> str:
 FEATURE_CHECKS: dict[str, str] = {
     "feature_columns": "exactly the key and feature columns: no truth or label column",
     "features_not_null": "no nulls in any feature",
-    "features_finite_and_in_range": "no infinities; counts >= 0, risks in [0, 1], hour in [0, 23]",
+    "features_finite_and_in_range": "no infinities; counts >= 0, risks in [0, 1], hour in [0, 23], "
+    "z-scores finite",
 }
 
 
@@ -260,6 +261,8 @@ def feature_ranges(columns: Sequence[str]) -> dict[str, tuple[float, float]]:
             ranges[col] = (0, 23)
         elif col in ("is_weekend", "is_night") or col.startswith("terminal_risk"):
             ranges[col] = (0, 1)
+        elif col.startswith("amount_zscore"):  # either side of the customer's normal
+            ranges[col] = (-1e12, 1e12)
         else:
             ranges[col] = (0, 1e12)
     return ranges

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 
@@ -140,13 +141,46 @@ def test_terminal_risk_counts_only_labels_known_before_the_day() -> None:
         ]
     )
     row = _row(batch_features(hist, labels, DAY), "now")
-    assert row["terminal_tx_count_1d"] == 2 and row["terminal_fraud_count_1d"] == 0
+    assert row["terminal_tx_count_1d"] == 2
     assert row["terminal_tx_count_7d"] == 3 and row["terminal_fraud_count_7d"] == 1
     assert row["terminal_tx_count_30d"] == 4 and row["terminal_fraud_count_30d"] == 2
     assert row["terminal_risk_30d"] == 0.5
     # The next day, f1's label is known.
     nxt = terminal_snapshot(hist, labels, DAY + timedelta(days=1)).to_dicts()[0]
     assert nxt["terminal_fraud_count_7d"] == 2
+
+
+def test_the_customer_prior_normal_leaves_the_transaction_itself_out() -> None:
+    hist = _tx(
+        [
+            ("p1", T0 - timedelta(hours=3), "c1", "t1", 20.0, "card_present"),
+            ("p2", T0 - timedelta(hours=2), "c1", "t1", 20.0, "card_present"),
+            ("p3", T0 - timedelta(hours=1), "c1", "t1", 22.0, "card_present"),
+            ("now", T0, "c1", "t1", 200.0, "card_present"),
+            ("tie", T0, "c1", "t2", 20.0, "card_present"),  # same instant, later id
+            ("first", T0, "c9", "t1", 50.0, "card_present"),
+            ("too_old", T0 - timedelta(days=31), "c8", "t1", 50.0, "card_present"),
+            ("after_gap", T0, "c8", "t1", 50.0, "card_present"),
+        ]
+    )
+    out = batch_features(hist, NO_LABELS, DAY)
+    logs = [math.log1p(a) * 10_000 for a in (20.0, 20.0, 22.0)]
+    mean = sum(logs) / 3
+    spread = max(math.sqrt(sum((x - mean) ** 2 for x in logs) / 3), 0.1 * 10_000)
+    now = _row(out, "now")
+    assert now["amount_zscore_to_customer_prior_30d"] == pytest.approx(
+        (math.log1p(200.0) * 10_000 - mean) / spread, rel=1e-3
+    )
+    assert now["amount_zscore_to_customer_prior_30d"] > 3  # a 10x amount stands out
+    assert now["customer_seconds_since_previous"] == 3_600.0
+    # A transaction at the same instant sees the earlier one (and the 200) as prior.
+    assert _row(out, "tie")["customer_seconds_since_previous"] == 0.0
+    assert _row(out, "tie")["amount_zscore_to_customer_prior_30d"] < 0
+    # Nothing before: no z (0) and the window's length as the gap; 31 days back is nothing.
+    for tid in ("first", "after_gap"):
+        row = _row(out, tid)
+        assert row["amount_zscore_to_customer_prior_30d"] == 0.0
+        assert row["customer_seconds_since_previous"] == 30 * 86_400
 
 
 def test_mature_terminal_windows_are_shifted_by_the_maturity_and_count_known_labels() -> None:
@@ -184,11 +218,12 @@ def test_mature_terminal_windows_are_shifted_by_the_maturity_and_count_known_lab
     assert (row["terminal_tx_count_7d_mature"], row["terminal_fraud_count_7d_mature"]) == (2, 1)
     assert (row["terminal_tx_count_30d_mature"], row["terminal_fraud_count_30d_mature"]) == (3, 2)
     assert row["terminal_risk_30d_mature"] == 2 / 3
-    # The known-so-far windows are unchanged by the shift: D-1 .. D-w.
-    assert (row["terminal_tx_count_1d"], row["terminal_fraud_count_1d"]) == (1, 1)
+    # The known-so-far windows are unchanged by the shift: D-w .. D-1.
+    assert row["terminal_tx_count_1d"] == 1
+    assert (row["terminal_tx_count_7d"], row["terminal_fraud_count_7d"]) == (2, 2)  # D-1, D-7
     # Without a shift the mature windows are the known-so-far ones.
     flat = _row(batch_features(hist, labels, DAY, maturity_days=0), "now")
-    for w in (1, 7, 30):
+    for w in (7, 30):
         for stat in ("tx_count", "fraud_count", "risk"):
             assert flat[f"terminal_{stat}_{w}d_mature"] == flat[f"terminal_{stat}_{w}d"]
     # The snapshot (what the service reads) agrees, and includes a terminal seen only in
@@ -198,17 +233,28 @@ def test_mature_terminal_windows_are_shifted_by_the_maturity_and_count_known_lab
 
 
 def test_mature_terminal_risk_lives_where_known_so_far_risk_is_dead() -> None:
-    """With labels that take days to arrive, the 1-day known-so-far window is always empty of
-    known frauds; the mature windows carry the signal."""
+    """Labels take days to arrive, so a 1-day known-so-far window never holds a known fraud
+    (it is not a feature); the mature windows carry the signal."""
     sim = Simulator(SimulationConfig(seed=9, size=0.2))
     days = [DAY - timedelta(days=i) for i in range(45, -1, -1)]
     frames = [sim.day_with_label_times(d) for d in days]
     hist = pl.concat([f.drop("known_at") for f in frames])
     labels = pl.concat([f.select("transaction_id", "is_fraud", "known_at") for f in frames])
     out = batch_features(hist, labels, DAY - timedelta(days=5), DAY, maturity_days=7)
-    assert out["terminal_fraud_count_1d"].max() == 0  # labels take at least a day
+    assert "terminal_fraud_count_1d" not in out.columns
     assert out["terminal_fraud_count_1d_mature"].sum() > 0
     assert out["terminal_risk_7d_mature"].max() > 0
+
+
+def test_no_feature_is_constant_over_a_simulated_month() -> None:
+    sim = Simulator(SimulationConfig(seed=3, size=0.3))
+    days = [DAY - timedelta(days=i) for i in range(66, -1, -1)]
+    frames = [sim.day_with_label_times(d) for d in days]
+    hist = pl.concat([f.drop("known_at") for f in frames])
+    labels = pl.concat([f.select("transaction_id", "is_fraud", "known_at") for f in frames])
+    out = batch_features(hist, labels, DAY - timedelta(days=29), DAY)
+    constant = [c for c in NUMERIC_FEATURES if out[c].n_unique() < 2]
+    assert not constant
 
 
 def test_no_leakage_from_later_rows_or_later_labels() -> None:

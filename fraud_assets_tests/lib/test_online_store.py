@@ -27,6 +27,7 @@ from fraud_assets.lib.contracts import BUNDLE_MANIFEST
 from fraud_assets.lib.features.batch import batch_features, store_seed_from_frames
 from fraud_assets.lib.features.definitions import (
     AMOUNT_SCALE,
+    NO_PREVIOUS_SECONDS,
     NUMERIC_FEATURES,
     TERMINAL_FEATURES,
     TIE_SLOTS,
@@ -39,6 +40,8 @@ from fraud_assets.lib.features.definitions import (
     feature_columns,
     is_night,
     is_small_online,
+    log_amount_units,
+    prior_zscore,
     terminal_values,
     ts_to_us,
 )
@@ -309,6 +312,19 @@ def _reference_online_features(
     )
     out["customer_tx_count_1h"] = count
     out["customer_small_online_count_1h"] = float(small_count)
+    # The prior normal: the 30-day window's entries before this one, summed directly.
+    keys = history.keys
+    own = keys.index(key)
+    lo = bisect.bisect_right(
+        keys, (key // TIE_SLOTS) * TIE_SLOTS - 30 * US_PER_DAY * TIE_SLOTS + TIE_SLOTS - 1
+    )
+    prior = [log_amount_units(a) for a in history.amounts[lo:own]]
+    out["amount_zscore_to_customer_prior_30d"] = prior_zscore(
+        log_amount_units(amount), len(prior), sum(prior), sum(u * u for u in prior)
+    )
+    out["customer_seconds_since_previous"] = (
+        (ts_us - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND if prior else NO_PREVIOUS_SECONDS
+    )
     for name in TERMINAL_FEATURES:
         out[name] = float((terminal or {}).get(name, 0.0))
     for c in categoricals:

@@ -20,10 +20,13 @@ from fraud_assets.lib.features.definitions import (
     CUSTOMER_FEATURES,
     DEFAULT_MATURITY_DAYS,
     FEATURE_ROW_KEYS,
+    LOG_AMOUNT_SCALE,
     LOOKBACK_DAYS,
     MATURE,
+    MIN_LOG_SPREAD,
     NIGHT_END_HOUR,
     NIGHT_START_HOUR,
+    NO_PREVIOUS_SECONDS,
     SMALL_AMOUNT,
     TERMINAL_FEATURES,
     UNKNOWN_CATEGORY,
@@ -33,6 +36,7 @@ from fraud_assets.lib.features.definitions import (
     WINDOWS_DAYS,
     available_categoricals,
     feature_columns,
+    log_amount_units,
     terminal_lookback_days,
 )
 from fraud_assets.lib.features.history import CustomerHistory
@@ -115,6 +119,20 @@ def _window_max(
     ]
 
 
+def _prior_zscores(
+    own: np.ndarray, n: np.ndarray, sums: np.ndarray, squares: np.ndarray
+) -> np.ndarray:
+    """``definitions.prior_zscore`` over arrays: the same float operations in the same order
+    (so the same bits), 0 where fewer than two earlier entries exist."""
+    enough = n >= 2
+    safe_n = np.where(enough, n, 1)
+    mean = sums / safe_n
+    var = squares / safe_n - mean * mean
+    spread = np.sqrt(np.where(var > 0, var, 0.0))
+    z = (own - mean) / np.maximum(spread, MIN_LOG_SPREAD * LOG_AMOUNT_SCALE)
+    return np.where(enough, z, 0.0)
+
+
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
     """Customer window features for the transactions of days `start` .. `end` (inclusive).
 
@@ -126,7 +144,8 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     of rows from its customer's first one later than t - w up to its own row (ties at t with a
     lower transaction_id come before it; ties at t - w are out whatever their rank). Counts and
     sums are differences of running totals at the run's two ends (amounts in integer units:
-    exact); maxima come from a sparse table.
+    exact); maxima come from a sparse table. The customer's prior normal is the same run minus
+    the row itself: sums of log-amount units and of their squares (exact integers).
     """
 
     lo, _ = _day_bounds(start)
@@ -150,11 +169,16 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     packed.sort()
     order, cust = packed & 0xFFFFFFFF, packed >> 32
     t, amount, small = (cols[c].to_numpy() for c in ("t", "amount", "small"))
+    # log units through math.log1p, per distinct amount: the online path's exact values.
+    distinct, which = np.unique(amount, return_inverse=True)
+    log_units = np.array([log_amount_units(a) for a in distinct.tolist()], dtype=np.int64)[which]
     # The rows of the range (the last m in ts order), by their places in customer order.
     asked = np.flatnonzero(order >= n - m)
     spans = [w * US_PER_DAY for w in WINDOWS_DAYS] + [VELOCITY_SECONDS * US_PER_SECOND]
     names = [f"{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("count", "units", "max")]
-    out = {name: np.empty(m) for name in [*names, "count_1h", "small_1h"]}  # in `asked` order
+    extra = ["count_1h", "small_1h", "prior_zscore", "since_previous"]
+    out = {name: np.empty(m) for name in [*names, *extra]}  # in `asked` order
+    longest = WINDOWS_DAYS.index(LOOKBACK_DAYS)
     t0, stride = (int(t.min()), int(t.max() - t.min()) + max(spans) + 1) if n else (0, 1)
 
     def chunk(a: int, b: int) -> None:
@@ -178,6 +202,20 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
         s = starts[-1]
         out["count_1h"][ra:rb] = rows - s + 1
         out["small_1h"][ra:rb] = smalls[rows + 1] - smalls[s]
+        # The prior normal: rows s..i-1 of the longest window (the row itself left out).
+        logs = log_units[source]
+        log_sum = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(logs, out=log_sum[1:])
+        log_squares = np.zeros(b - a + 1, dtype=np.int64)
+        np.cumsum(logs * logs, out=log_squares[1:])
+        s = starts[longest]
+        prior = rows - s
+        out["prior_zscore"][ra:rb] = _prior_zscores(
+            logs[rows], prior, log_sum[rows] - log_sum[s], log_squares[rows] - log_squares[s]
+        )
+        previous = np.where(prior > 0, rows - 1, rows)
+        gap = (t[source[rows]] - t[source[previous]]) / US_PER_SECOND
+        out["since_previous"][ra:rb] = np.where(prior > 0, gap, NO_PREVIOUS_SECONDS)
 
     if m:
         # numpy releases the GIL: two chunks at a time, one per core.
@@ -205,6 +243,8 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
             ),
             customer_tx_count_1h="count_1h",
             customer_small_online_count_1h="small_1h",
+            amount_zscore_to_customer_prior_30d="prior_zscore",
+            customer_seconds_since_previous="since_previous",
         )
         .with_columns(
             amount_to_customer_mean_30d=pl.when(pl.col("customer_amount_mean_30d") > 0)

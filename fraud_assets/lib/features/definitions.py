@@ -6,6 +6,11 @@ Definitions, for a transaction at time t on day D (UTC):
   and max amount; the amount relative to the 30-day mean; a 1-hour velocity (count, and
   count of small online amounts, the signature of card testing). Transactions at the same
   instant are ordered by transaction_id, and a transaction never sees those after it.
+- the customer's own normal, from the 30 days *before* the transaction (it is not part of
+  what it is compared with): the z-score of log(1 + amount) against the mean and spread of
+  the earlier log amounts (0 with fewer than two; the spread has a floor, so a customer
+  whose amounts never varied does not make every change infinite), and the seconds since
+  the previous transaction (the window's length when there is none).
 - terminal risk over 1, 7 and 30 days, in two forms (labels arrive late):
   - known so far: the terminal's transactions on days D-w .. D-1 and how many of them were
     *known* to be fraud by the end of day D-1;
@@ -21,6 +26,7 @@ Plain Python (no Polars, no numpy): the online path and the scoring service impo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -47,6 +53,11 @@ DEFAULT_MATURITY_DAYS = 7
 # so a mean does not depend on how much history a computation happened to start from, and
 # the batch and online paths agree bit for bit.
 AMOUNT_SCALE = 10_000
+# log(1 + amount) in integer units of 1e-4 for the customer's spread: exact integer sums of
+# units and squared units, so both paths agree whatever history they started from. The
+# spread's floor in log units: 0.1 is a ~10% change of amount.
+LOG_AMOUNT_SCALE = 10_000
+MIN_LOG_SPREAD = 0.1
 
 TIME_FEATURES = ["hour", "is_weekend", "is_night"]
 # Drift monitoring skips calendar features: a Saturday is all weekend by design, not drift.
@@ -55,14 +66,27 @@ CUSTOMER_FEATURES = [
     f"customer_{stat}_{w}d"
     for w in WINDOWS_DAYS
     for stat in ("tx_count", "amount_mean", "amount_max")
-] + ["amount_to_customer_mean_30d", "customer_tx_count_1h", "customer_small_online_count_1h"]
+] + [
+    "amount_to_customer_mean_30d",
+    "customer_tx_count_1h",
+    "customer_small_online_count_1h",
+    "amount_zscore_to_customer_prior_30d",
+    "customer_seconds_since_previous",
+]
 TERMINAL_COUNT_COLUMNS = [
     f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")
 ]
 MATURE = "_mature"  # suffix of the mature (delay-shifted) terminal windows
+# Known so far over one day cannot hold a known fraud unless labels arrive the same day
+# (they rarely do): that window keeps its transaction count only.
+_DEAD_KNOWN_SO_FAR = ("terminal_fraud_count_1d", "terminal_risk_1d")
 TERMINAL_FEATURES = [
-    *TERMINAL_COUNT_COLUMNS,
-    *(f"terminal_risk_{w}d" for w in WINDOWS_DAYS),
+    *(c for c in TERMINAL_COUNT_COLUMNS if c not in _DEAD_KNOWN_SO_FAR),
+    *(
+        f"terminal_risk_{w}d"
+        for w in WINDOWS_DAYS
+        if f"terminal_risk_{w}d" not in _DEAD_KNOWN_SO_FAR
+    ),
     *(f"{c}{MATURE}" for c in TERMINAL_COUNT_COLUMNS),
     *(f"terminal_risk_{w}d{MATURE}" for w in WINDOWS_DAYS),
 ]
@@ -104,6 +128,27 @@ def amount_to_mean(amount: float, mean: float) -> float:
 def amount_units(amount: float) -> int:
     """Integer amount units; Python's round() is half-to-even, as is the batch path's."""
     return round(amount * AMOUNT_SCALE)
+
+
+def log_amount_units(amount: float) -> int:
+    """log(1 + amount) in integer units (math.log1p in both paths: numpy's may differ in the
+    last bit)."""
+    return round(math.log1p(amount) * LOG_AMOUNT_SCALE)
+
+
+_MIN_SPREAD_UNITS = MIN_LOG_SPREAD * LOG_AMOUNT_SCALE
+NO_PREVIOUS_SECONDS = float(LOOKBACK_DAYS * 86_400)  # no transaction in the longest window
+
+
+def prior_zscore(own_units: int, n: int, sum_units: int, sum_squares: int) -> float:
+    """z of a log amount (``own_units``) against ``n`` earlier ones given their sum and sum
+    of squares (integers): both paths call this, or its vectorised twin in ``batch``."""
+    if n < 2:
+        return 0.0
+    mean = sum_units / n
+    var = sum_squares / n - mean * mean
+    spread = math.sqrt(var) if var > 0 else 0.0
+    return (own_units - mean) / max(spread, _MIN_SPREAD_UNITS)
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -13,6 +13,7 @@ from fraud_assets.lib.features.definitions import (
     TIE_SLOTS,
     US_PER_DAY,
     amount_units,
+    log_amount_units,
 )
 
 
@@ -122,14 +123,17 @@ class CustomerHistory:
         # add, win.push and prune in line: this runs once per scored transaction, where a
         # Python function call costs about as much as the arithmetic.
         units = round(amount * AMOUNT_SCALE)  # = amount_units(amount)
+        logs = log_amount_units(amount)
         amounts, units_, smalls = self.amounts, self.units, self.small
         keys.append(key)
         amounts.append(amount)
         units_.append(units)
         smalls.append(small)
-        cu, cs, mk, mv = win.cu, win.cs, win.mk, win.mv
+        cu, cs, cl, cq, mk, mv = win.cu, win.cs, win.cl, win.cq, win.mk, win.mv
         cu.append(cu[-1] + units)
         cs.append(cs[-1] + small)
+        cl.append(cl[-1] + logs)
+        cq.append(cq[-1] + logs * logs)
         while mv and mv[-1] < amount:
             mk.pop()
             mv.pop()
@@ -138,7 +142,7 @@ class CustomerHistory:
         cutoff = key - _LOOKBACK_SPAN
         if keys[0] <= cutoff:
             i = bisect.bisect_right(keys, cutoff)
-            del keys[:i], amounts[:i], units_[:i], smalls[:i], cu[:i], cs[:i]
+            del keys[:i], amounts[:i], units_[:i], smalls[:i], cu[:i], cs[:i], cl[:i], cq[:i]
             j = bisect.bisect_right(mk, cutoff)
             del mk[:j], mv[:j]
         return win
@@ -189,6 +193,8 @@ class _Windows:
 
     - ``cu``/``cs``: prefix sums of units / small flags, ``cu[i]`` = sum of ``units[:i]`` (plus
       whatever was pruned before): a window's sum is a difference of two integers, exact.
+    - ``cl``/``cq``: prefix sums of log-amount units and of their squares (the prior normal),
+      derived from the amounts.
     - ``mk``/``mv``: keys and amounts of the entries no later entry exceeds (values never
       increase along the stack). The first stack entry at or after position ``lo`` holds the
       max of ``amounts[lo:]`` and is the first entry with that value, the one a left-to-right
@@ -196,12 +202,15 @@ class _Windows:
       entry; a window that ends earlier (a late arrival) is scanned instead.
     """
 
-    __slots__ = ("cs", "cu", "mk", "mv")
+    __slots__ = ("cl", "cq", "cs", "cu", "mk", "mv")
 
     def __init__(self, history: CustomerHistory) -> None:
         keys = history.keys
         self.cu = list(itertools.accumulate(history.units, initial=0))
         self.cs = list(itertools.accumulate(history.small, initial=0))
+        logs = [log_amount_units(a) for a in history.amounts]
+        self.cl = list(itertools.accumulate(logs, initial=0))
+        self.cq = list(itertools.accumulate((u * u for u in logs), initial=0))
         mk: list[int] = []
         mv: list[float] = []
         for key, amount in zip(keys, history.amounts, strict=True):
@@ -215,6 +224,9 @@ class _Windows:
     def push(self, key: int, amount: float, units: int, small: int) -> None:
         self.cu.append(self.cu[-1] + units)
         self.cs.append(self.cs[-1] + small)
+        logs = log_amount_units(amount)
+        self.cl.append(self.cl[-1] + logs)
+        self.cq.append(self.cq[-1] + logs * logs)
         mk, mv = self.mk, self.mv
         while mv and mv[-1] < amount:
             mk.pop()
@@ -224,7 +236,7 @@ class _Windows:
 
     def drop(self, count: int, cutoff: int) -> None:
         """The first ``count`` entries (keys <= cutoff) were pruned."""
-        del self.cu[:count], self.cs[:count]
+        del self.cu[:count], self.cs[:count], self.cl[:count], self.cq[:count]
         j = bisect.bisect_right(self.mk, cutoff)
         del self.mk[:j], self.mv[:j]
 

@@ -16,6 +16,7 @@ from fraud_assets.lib.features.definitions import (
     EPOCH,
     NIGHT_END_HOUR,
     NIGHT_START_HOUR,
+    NO_PREVIOUS_SECONDS,
     SMALL_AMOUNT,
     TERMINAL_FEATURES,
     TIE_SLOTS,
@@ -27,6 +28,7 @@ from fraud_assets.lib.features.definitions import (
     amount_to_mean,
     feature_columns,
     is_small_online,
+    prior_zscore,
     terminal_values,
     time_features,
     ts_to_us,
@@ -48,7 +50,8 @@ def _customer_stats(history: CustomerHistory, key: int, amount: float) -> tuple[
     A window (t - w, t] holds the entries strictly after t - w (whatever their tie rank) up to
     and including this transaction: positions [lo, hi). Counts from two bisects, sums from
     the prefix sums (exact integers), maxima from the max stack (or a scan of the window when
-    later entries exist): O(log n) per window, however long the history.
+    later entries exist): O(log n) per window, however long the history. The prior normal is
+    the longest window without the entry itself: positions [lo, hi - 1).
     """
     keys = history.keys
     win = history.windows()
@@ -57,17 +60,26 @@ def _customer_stats(history: CustomerHistory, key: int, amount: float) -> tuple[
     cu = win.cu
     units_hi = cu[hi]
     out: list[float] = []
-    for span in _DAY_SPANS:
+    lo = 0
+    for span in _DAY_SPANS:  # ascending: the last is the longest window
         lo = bisect.bisect_right(keys, top - span, 0, hi - 1)
         count = float(hi - lo)
         biggest = history.window_max(lo, hi)
         out += (count, float(units_hi - cu[lo]) / count / AMOUNT_SCALE, biggest)
+    own, lo_longest = hi - 1, lo
+    cl, cq = win.cl, win.cq
     lo = bisect.bisect_right(keys, top - _VELOCITY_SPAN, 0, hi - 1)
     return (
         *out,
         amount_to_mean(amount, out[_MEAN_30D]),
         float(hi - lo),
         float(win.cs[hi] - win.cs[lo]),
+        prior_zscore(
+            cl[hi] - cl[own], own - lo_longest, cl[own] - cl[lo_longest], cq[own] - cq[lo_longest]
+        ),
+        (key // TIE_SLOTS - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND
+        if own > lo_longest
+        else NO_PREVIOUS_SECONDS,
     )
 
 
@@ -139,7 +151,7 @@ def online_columns(
             customer = _customer_window_general(history, ts_us, amount, small)
         else:  # appended at the end (and pruned), index in step
             keys = history.keys
-            cu, cs, mk, mv = win.cu, win.cs, win.mk, win.mv
+            cu, cs, cl, cq, mk, mv = win.cu, win.cs, win.cl, win.cq, win.mk, win.mv
             end = len(keys)
             own = end - 1  # the new entry's position
             # _customer_stats for the last entry, windows unrolled (nested: each bisect
@@ -165,6 +177,12 @@ def online_columns(
                 amount / mean_30 if mean_30 > 0 else 1.0,  # = amount_to_mean
                 float(end - lo_h),
                 float(cs[end] - cs[lo_h]),
+                prior_zscore(
+                    cl[end] - cl[own], own - lo_30, cl[own] - cl[lo_30], cq[own] - cq[lo_30]
+                ),
+                (ts_us - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND
+                if own > lo_30
+                else NO_PREVIOUS_SECONDS,
             )
         amounts.append(amount)
         stamps.append(ts_us)
