@@ -31,6 +31,8 @@ def print_headline(meta: dict) -> None:
         ("AUC ROC", "auc_roc"),
         ("Average precision", "average_precision"),
         ("Card precision@100", "card_precision_at_100"),
+        ("Card precision@k", "card_precision_at_k"),
+        ("  / its ceiling", "card_precision_at_k_normalised"),
         ("Precision @ threshold", "precision"),
         ("Recall @ threshold", "recall"),
     ]
@@ -38,6 +40,19 @@ def print_headline(meta: dict) -> None:
     print(f"{'':24}" + "".join(f"{m:>20}" for m in models))
     for label, key in rows:
         print(f"{label:24}" + "".join(f"{meta[f'{m}_{key}']:>20.4f}" for m in models))
+    if "cp_k" in meta:
+        print(f"(k = {meta['cp_k']:.0f} cards a day: the review capacity)")
+    scenarios = sorted(k for k in meta if k.startswith("recall_"))
+    if scenarios:
+        print("challenger recall by fraud scenario (at the review threshold):")
+        for key in scenarios:
+            print(f"  {key.removeprefix('recall_'):22}{meta[key]:>20.4f}")
+    gain = "ap_gain_over_" + BASELINE
+    if f"{gain}_diff" in meta:
+        print(
+            f"AP gain over the {BASELINE}: {meta[f'{gain}_diff']:+.4f} "
+            f"(95% CI {meta[f'{gain}_ci_low']:+.4f} .. {meta[f'{gain}_ci_high']:+.4f})"
+        )
     for key in (
         "threshold_review",
         "threshold_decline",

@@ -22,9 +22,10 @@ OPTIONAL_TRANSACTION_COLUMNS: dict[str, pl.DataType] = {
     "channel": pl.String(),
 }
 # Ground truth: only the simulator (or a user's labelled files) has it. Never a feature.
+SCENARIO = "fraud_scenario"  # which fraud pattern made a transaction (the simulator's)
 TRUTH_COLUMNS: dict[str, pl.DataType] = {
     "is_fraud": pl.Int8(),
-    "fraud_scenario": pl.String(),
+    SCENARIO: pl.String(),
 }
 # Label event: a label and the moment it became known (chargeback, investigation...).
 LABEL_COLUMNS: dict[str, pl.DataType] = {

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
+from fraud_assets.lib.schema import SCENARIO
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -53,7 +55,9 @@ def build_training_set(
     features: transaction_features rows (keys + features) covering the windows.
     labels: label events (transaction_id, is_fraud, known_at), any range.
     truth: optional (transaction_id, is_fraud) ground truth for the test window; without it
-        the test labels are those known by now (fine for historical backtests).
+        the test labels are those known by now (fine for historical backtests). A
+        `fraud_scenario` column in it (the simulator's truth) is kept on the test rows, for
+        per-scenario recall; it is never a feature.
     """
     w = config.windows(last_day)
     cutoff = _midnight(w["test"][0])  # the model is trained at the start of the test window
@@ -76,7 +80,11 @@ def build_training_set(
         .drop("known_label")
     )
     eventual = (
-        truth.select("transaction_id", pl.col("is_fraud").alias("eventual"))
+        truth.select(
+            "transaction_id",
+            pl.col("is_fraud").alias("eventual"),
+            *([SCENARIO] if SCENARIO in truth.columns else []),
+        )
         if truth is not None and "is_fraud" in truth.columns
         else labels.group_by("transaction_id").agg(eventual=pl.col("is_fraud").max())
     )
@@ -93,4 +101,4 @@ def build_training_set(
         .with_columns(label=pl.col("eventual").fill_null(0).cast(pl.Int8), split=pl.lit("test"))
         .drop("eventual")
     )
-    return pl.concat([train, test], how="vertical").sort("ts", "transaction_id")
+    return pl.concat([train, test], how="diagonal").sort("ts", "transaction_id")

@@ -18,6 +18,7 @@ from fraud_assets.lib.features.definitions import (
     terminal_lookback_days,
 )
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
+from fraud_assets.lib.schema import SCENARIO
 from fraud_assets.lib.time_split import SplitConfig, build_training_set
 from fraud_assets.lib.versioning import code_version, data_version
 
@@ -101,8 +102,8 @@ def training_set(
 ) -> dg.Output[pl.DataFrame]:
     day = partition_day(context)
     features = concat_partitions(transaction_features)
-    truth_cols = ["transaction_id", "is_fraud"]
     raw = concat_partitions(raw_transactions)
+    truth_cols = ["transaction_id", "is_fraud", *([SCENARIO] if SCENARIO in raw.columns else [])]
     truth = raw.select(truth_cols) if "is_fraud" in raw.columns else None
     df = build_training_set(features, concat_labels(fraud_labels), truth, day, SPLIT)
     counts = {s: df.filter(pl.col("split") == s) for s in ("train", "validation", "test")}

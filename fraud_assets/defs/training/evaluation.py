@@ -13,20 +13,36 @@ from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
 
-HEADLINE = ("average_precision", "card_precision_at_100", "auc_roc", "recall", "precision")
+HEADLINE = (
+    "average_precision",
+    "card_precision_at_100",
+    "card_precision_at_k",
+    "card_precision_at_k_normalised",
+    "auc_roc",
+    "recall",
+    "precision",
+)
 
 
 class EvaluationConfig(dg.Config):
     review_cost: float = 5.0
     false_decline_cost: float = 10.0
     decline_precision: float = 0.8
+    review_share: float = CostModel.review_share  # daily review capacity, share of cards
 
     def costs(self) -> CostModel:
-        return CostModel(self.review_cost, self.false_decline_cost, self.decline_precision)
+        return CostModel(
+            self.review_cost,
+            self.false_decline_cost,
+            self.decline_precision,
+            review_share=self.review_share,
+        )
 
 
 class PromotionConfig(dg.ConfigurableResource):
-    """The gate: an absolute floor, and a margin over the current champion."""
+    """The gate: an absolute floor on AP, and a margin over the current champion that the
+    lower bound of the 95% card-day bootstrap interval of the AP gain must exceed (a gain
+    within noise does not promote)."""
 
     min_average_precision: float = float(settings.PROMOTION_MIN_AP)
     min_margin: float = float(settings.PROMOTION_MARGIN)
@@ -83,6 +99,12 @@ def model_evaluation(
         }
         scores[name] = test_score
         context.log.info(f"{name}: " + ", ".join(f"{k}={results[name][k]:.4f}" for k in HEADLINE))
+    comparisons = _compare(test, scores)
+    for name, diff in comparisons.items():
+        context.log.info(
+            f"challenger - {name}: AP {diff['ap_diff']:+.4f}, 95% CI "
+            f"[{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] (card-day bootstrap)"
+        )
 
     report_dir = storage.report_path("model_evaluation", day.isoformat())
     y = test["label"].to_numpy()
@@ -116,6 +138,7 @@ def model_evaluation(
         "version": version,
         "champion_version": str(champion_version.version) if CHAMPION in models else None,
         "results": results,
+        "comparisons": comparisons,
         "test_rows": test.height,
         "test_frauds": int(test["label"].sum()),
         "reports": {"classification": str(html), "precision_recall": str(png)},
@@ -123,6 +146,13 @@ def model_evaluation(
     metadata: dict[str, Any] = {
         f"{name}_{k}": float(res[k]) for name, res in results.items() for k in HEADLINE
     }
+    for name, diff in comparisons.items():
+        metadata |= {
+            f"ap_gain_over_{name}_{k.removeprefix('ap_')}": v
+            for k, v in diff.items()
+            if v == v  # NaN (too few frauds for an interval) is left out
+        }
+    metadata |= {k: v for k, v in ch.items() if k.startswith("recall_") or k == "cp_k"}
     metadata |= {
         "threshold_review": ch["threshold"],
         "threshold_decline": ch["decline_threshold"],
@@ -134,6 +164,28 @@ def model_evaluation(
         "model_version": version,
     }
     return dg.Output(value, metadata=metadata)
+
+
+def _compare(test: pl.DataFrame, scores: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """AP of the challenger minus each other model's on the test window, with a paired
+    bootstrap over card-days (a card's transactions of one day are not independent)."""
+    from fraud_assets.lib.monitoring.ab import bootstrap_clustered_ap_difference
+
+    card_days = (
+        test.select(pl.concat_str("customer_id", pl.col("ts").dt.date().cast(pl.String)))
+        .to_series()
+        .rank("dense")
+        .to_numpy()
+        - 1
+    )
+    y = test["label"].to_numpy()
+    out = {}
+    for name, score in scores.items():
+        if name == CHALLENGER:
+            continue
+        diff = bootstrap_clustered_ap_difference(y, scores[CHALLENGER], score, card_days)
+        out[name] = {"ap_diff": diff.value, "ci_low": diff.ci_low, "ci_high": diff.ci_high}
+    return out
 
 
 @dg.asset_check(
@@ -149,10 +201,16 @@ def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.Ass
     if ap < promotion.min_average_precision:
         reasons.append(f"AP {ap:.4f} below the floor {promotion.min_average_precision:.4f}")
     champion = model_evaluation["results"].get(CHAMPION)
-    if champion is not None and ap < champion["average_precision"] + promotion.min_margin:
+    gain = model_evaluation.get("comparisons", {}).get(CHAMPION)
+    if champion is not None and not (gain and gain["ci_low"] > promotion.min_margin):
+        interval = (
+            f"{gain['ap_diff']:+.4f}, 95% CI [{gain['ci_low']:+.4f}, {gain['ci_high']:+.4f}]"
+            if gain
+            else "not measured"
+        )
         reasons.append(
-            f"AP {ap:.4f} not ahead of champion v{model_evaluation['champion_version']} "
-            f"({champion['average_precision']:.4f}) by {promotion.min_margin:.4f}"
+            f"AP gain over champion v{model_evaluation['champion_version']} {interval}: "
+            f"the lower bound is not above the margin {promotion.min_margin:.4f}"
         )
     return dg.AssetCheckResult(
         passed=not reasons,
@@ -162,6 +220,12 @@ def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.Ass
         metadata={
             "challenger_ap": ap,
             "champion_ap": champion["average_precision"] if champion else -1.0,
+            **(
+                {"ap_gain": gain["ap_diff"], "ap_gain_ci_low": gain["ci_low"]}
+                | {"ap_gain_ci_high": gain["ci_high"]}
+                if gain
+                else {}
+            ),
             "floor": promotion.min_average_precision,
             "margin": promotion.min_margin,
         },

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from fraud_assets.lib.metrics import average_precision
-from fraud_assets.lib.monitoring.ab import Sample, bootstrap_split, fast_average_precision
+from fraud_assets.lib.monitoring.ab import (
+    Sample,
+    bootstrap_clustered_ap_difference,
+    bootstrap_split,
+    fast_average_precision,
+)
 from fraud_assets_tests.lib.monitoring.helpers import synthetic
 
 
@@ -48,3 +53,34 @@ def test_split_bootstrap_ci_includes_zero_when_the_variants_are_identical() -> N
     assert diffs["ap"].ci_low < 0 < diffs["ap"].ci_high
     assert not diffs["ap"].excludes_zero
     assert diffs["recall"].ci_low < 0 < diffs["recall"].ci_high
+
+
+def _card_days(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n transactions on 2000 card-days; a fraud card-day's transactions are all fraud."""
+    clusters = rng.integers(0, 2000, n)
+    fraud_days = rng.random(2000) < 0.03
+    return clusters, fraud_days[clusters].astype(float)
+
+
+def test_clustered_gain_refuses_noise_and_finds_a_clearly_better_model() -> None:
+    rng = np.random.default_rng(3)
+    n = 20_000
+    clusters, y = _card_days(rng, n)
+    signal = y + rng.normal(0, 0.8, n)
+    old = signal + rng.normal(0, 0.5, n)
+    twin = signal + rng.normal(0, 0.5, n)  # as good as the old one: a retrain on other noise
+    better = signal + rng.normal(0, 0.1, n)
+    same = bootstrap_clustered_ap_difference(y, twin, old, clusters, n_boot=300)
+    assert same.ci_low < 0 < same.ci_high  # a gate on the lower bound refuses it
+    perturbed = bootstrap_clustered_ap_difference(
+        y, old + rng.normal(0, 0.05, n), old, clusters, n_boot=300
+    )
+    assert perturbed.ci_low < 0
+    gain = bootstrap_clustered_ap_difference(y, better, old, clusters, n_boot=300)
+    assert gain.value > 0 and gain.ci_low > 0
+    assert gain.value == pytest.approx(
+        average_precision(y, better) - average_precision(y, old), abs=1e-12
+    )
+    # Clusters widen the interval: rows of a card-day move together.
+    rows = bootstrap_clustered_ap_difference(y, better, old, np.arange(n), n_boot=300)
+    assert gain.ci_high - gain.ci_low > rows.ci_high - rows.ci_low
