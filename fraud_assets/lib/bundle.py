@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from fraud_assets.lib.calibration import Platt
 from fraud_assets.lib.contracts import (
     ANSWERING_VARIANTS,
     BUNDLE_MANIFEST,
@@ -107,10 +108,17 @@ def validate_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
     for name, spec in variants.items():
         if not isinstance(spec, Mapping) or not isinstance(spec.get("version"), str):
             raise BundleError(f"variant {name!r}: needs a string version")
+        try:
+            calibration = Platt.from_dict(spec.get("calibration")).to_dict()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(
+                f"variant {name!r}: calibration must be {{'a', 'b'}}: {exc}"
+            ) from None
         out_variants[name] = {
             "version": spec["version"],
             "model_file": str(spec.get("model_file", f"{BUNDLE_MODELS_DIR}/{name}.cbm")),
             "thresholds": _thresholds(name, spec.get("thresholds")),
+            "calibration": calibration,
         }
     try:
         as_of = date.fromisoformat(str(manifest["store_as_of"]))
@@ -158,7 +166,8 @@ def write_bundle(
     """Write a complete bundle to ``path`` atomically (temp folder, then rename).
 
     ``variants``: ``{"champion": {"model": CatBoostClassifier, "version": str, "thresholds":
-    {"review": float, "decline": float}}, "challenger": {...}}`` (challenger optional).
+    {"review": float, "decline": float}, "calibration": {"a", "b"} (optional)}, "challenger":
+    {...}}`` (challenger optional).
     ``customer_histories`` must only hold transactions before ``store_as_of`` (what the
     service will see from that day on is its own traffic). Returns the bundle path.
     """
@@ -168,6 +177,7 @@ def write_bundle(
             "version": spec["version"],
             "model_file": f"{BUNDLE_MODELS_DIR}/{name}.cbm",
             "thresholds": spec["thresholds"],
+            "calibration": spec.get("calibration"),  # None: the identity
         }
         for name, spec in variants.items()
     }

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from fraud_assets.lib.calibration import brier_score
 from fraud_assets.lib.metrics import (
     average_precision,
     business_figures,
@@ -105,6 +106,7 @@ def evaluate_scores(
     ).with_columns(score=pl.Series(score))
     out: dict[str, float] = {
         "auc_roc": roc_auc(y, score),
+        "brier": brier_score(y, score),
         "average_precision": average_precision(y, score),
         **card_precision_summary(scored, costs.cp_k, f"card_precision_at_{costs.cp_k}"),
         **card_precision_summary(scored, capacity, "card_precision_at_k"),

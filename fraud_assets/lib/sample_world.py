@@ -98,15 +98,23 @@ def write_world_bundle(
     mode: str = "split",
     versions: tuple[str, str] = ("1", "2"),
     challenger: bool = True,
+    calibration: dict[str, float] | None = None,
 ) -> Path:
+    """A bundle of the world's models; ``calibration`` (Platt a, b) for both, else none."""
     variants: dict[str, dict[str, Any]] = {
-        "champion": {"model": world.champion, "version": versions[0], "thresholds": THRESHOLDS}
+        "champion": {
+            "model": world.champion,
+            "version": versions[0],
+            "thresholds": THRESHOLDS,
+            "calibration": calibration,
+        }
     }
     if challenger:
         variants["challenger"] = {
             "model": world.challenger,
             "version": versions[1],
             "thresholds": THRESHOLDS,
+            "calibration": calibration,
         }
     return write_bundle(
         path,

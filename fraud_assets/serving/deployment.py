@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from fraud_assets.lib.bundle import BundleError, model_path, read_manifest
+from fraud_assets.lib.calibration import Platt
 from fraud_assets.lib.contracts import APPROVE, CHALLENGER, CHAMPION, DECLINE, REVIEW
 from fraud_assets.lib.features.definitions import UNKNOWN_CATEGORY, feature_columns
 
@@ -65,7 +66,8 @@ def import_catboost() -> ModuleType:
 
 @dataclass(frozen=True)
 class Variant:
-    """One loaded model and its decision thresholds."""
+    """One loaded model, its calibration (raw score -> probability) and its decision
+    thresholds (on the probability)."""
 
     name: str
     version: str
@@ -73,6 +75,12 @@ class Variant:
     review: float
     decline: float
     model_file: str
+    calibration: Platt = field(default_factory=Platt)
+
+    def probability(self, row: Sequence[Any]) -> float:
+        """The calibrated fraud probability of one row (model order)."""
+        raw = float(self.model.predict_proba([row], thread_count=SINGLE_ROW_THREADS)[0, 1])
+        return self.calibration.apply(raw)
 
     def decide(self, probability: float) -> str:
         if probability >= self.decline:
@@ -86,6 +94,7 @@ class Variant:
             "version": self.version,
             "model_file": self.model_file,
             "thresholds": {"review": self.review, "decline": self.decline},
+            "calibration": self.calibration.to_dict(),
         }
 
 
@@ -144,7 +153,7 @@ class Deployment:
     def predict_many(
         self, variant: Variant, rows: Sequence[Sequence[Any]], catboost: ModuleType
     ) -> list[float]:
-        """Fraud probabilities of many rows (model order) in one call.
+        """Fraud probabilities of many rows (model order) in one call, calibrated.
 
         Columnar ``FeaturesData`` (float32 numerics + object categoricals) converts ~7x faster
         than a list of mixed rows and gives the same scores (CatBoost stores floats as
@@ -153,13 +162,15 @@ class Deployment:
         """
         k = self.n_numeric
         if not k:
-            return variant.model.predict_proba(rows, thread_count=BATCH_THREADS)[:, 1].tolist()
+            raw = variant.model.predict_proba(rows, thread_count=BATCH_THREADS)[:, 1].tolist()
+            return variant.calibration.apply_many(raw)
         columns = list(zip(*rows, strict=True))
         data = catboost.FeaturesData(
             num_feature_data=np.array(columns[:k], dtype=np.float32).T,
             cat_feature_data=np.array(columns[k:], dtype=object).T if self.cat_indices else None,
         )
-        return variant.model.predict_proba(data, thread_count=BATCH_THREADS)[:, 1].tolist()
+        raw = variant.model.predict_proba(data, thread_count=BATCH_THREADS)[:, 1].tolist()
+        return variant.calibration.apply_many(raw)
 
     def variant(self, name: str) -> Variant:
         if name == CHALLENGER and self.challenger is not None:
@@ -243,6 +254,7 @@ def load_deployment(path: str | os.PathLike[str], attempts: int = 3) -> Deployme
                 review=spec["thresholds"]["review"],
                 decline=spec["thresholds"]["decline"],
                 model_file=spec["model_file"],
+                calibration=Platt.from_dict(spec.get("calibration")),
             )
         return Deployment(
             path=str(path),

@@ -33,7 +33,6 @@ from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, LOGGED_TRANSACTION_
 from fraud_assets.lib.features.online import online_vector, online_vectors
 from fraud_assets.lib.online_store import OnlineStore
 from fraud_assets.serving.deployment import (
-    SINGLE_ROW_THREADS,
     Deployment,
     Variant,
     import_catboost,
@@ -159,14 +158,8 @@ class Scorer:
         with self.store.lock:
             vector = self._vector(tx, dep)
         row = dep.model_row(vector)
-        probability = float(
-            variant.model.predict_proba([row], thread_count=SINGLE_ROW_THREADS)[0, 1]
-        )
-        shadow_probability = (
-            float(dep.challenger.model.predict_proba([row], thread_count=SINGLE_ROW_THREADS)[0, 1])
-            if shadow and dep.challenger
-            else None
-        )
+        probability = variant.probability(row)
+        shadow_probability = dep.challenger.probability(row) if shadow and dep.challenger else None
         latency_ms = (time.perf_counter() - started) * 1000.0
         result = {
             "transaction_id": tx.transaction_id,

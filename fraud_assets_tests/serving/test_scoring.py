@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from fraud_assets.lib.bundle import BundleError
-from fraud_assets.lib.contracts import BUNDLE_MODELS_DIR, PREDICTIONS_LOG
+from fraud_assets.lib.calibration import Platt
+from fraud_assets.lib.contracts import BUNDLE_MANIFEST, BUNDLE_MODELS_DIR, PREDICTIONS_LOG
 from fraud_assets.lib.online_store import EmbeddedStore
 from fraud_assets.lib.sample_world import World, write_world_bundle
 from fraud_assets.serving.logs import DayLog
@@ -144,6 +145,28 @@ def test_duplicates_in_a_batch_are_scored_once(bundle: Path, world: World, tmp_p
     retried = scorer.score(t, time.perf_counter())
     assert retried.result == results[0]
     assert len(scorer.explain(retried)) == 3  # a retried explain still has its row
+
+
+def test_served_probabilities_are_calibrated_as_the_bundle_says(
+    world: World, tmp_path: Path
+) -> None:
+    platt = Platt(0.9, -3.0)
+    bundle = write_world_bundle(
+        world, tmp_path / "calibrated", share=0.0, challenger=False, calibration=platt.to_dict()
+    )
+    txs = _day(world, 50)
+    single = _scorer(bundle, tmp_path / "a").score(txs[0], time.perf_counter())
+    raw = float(world.champion.predict_proba([single.row])[0][1])
+    assert single.result["fraud_probability"] == platt.apply(raw) != raw
+    batch = _scorer(bundle, tmp_path / "b").score_batch(_rows(txs), time.perf_counter())
+    plain = _scorer(write_world_bundle(world, tmp_path / "plain", share=0.0), tmp_path / "c")
+    raws = [r["fraud_probability"] for r in plain.score_batch(_rows(txs), time.perf_counter())]
+    assert [r["fraud_probability"] for r in batch] == platt.apply_many(raws)
+    assert load_manifest_calibration(bundle) == platt.to_dict()
+
+
+def load_manifest_calibration(bundle: Path) -> dict[str, float]:
+    return json.loads((bundle / BUNDLE_MANIFEST).read_text())["variants"]["champion"]["calibration"]
 
 
 def test_explain_sums_to_the_raw_score(bundle: Path, world: World, tmp_path: Path) -> None:

@@ -65,10 +65,13 @@ class TrafficConfig(dg.Config):
 
 def _variant(model_registry: ModelRegistry, version: Any, fallback: dict) -> dict:
     """A registry version as a bundle variant: its model and the thresholds evaluated for it."""
+    from fraud_assets.lib.calibration import Platt
+
     tags = version.tags or {}
     return {
         "model": model_registry.load_model(str(version.version)),
         "version": str(version.version),
+        "calibration": Platt.from_tags(tags).to_dict(),
         "thresholds": {
             "review": float(tags.get("threshold", fallback["review"])),
             "decline": float(tags.get("decline_threshold", fallback["decline"])),

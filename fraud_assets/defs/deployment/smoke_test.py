@@ -41,11 +41,18 @@ def _offline_scores(
     model_registry: ModelRegistry, bento: dict, store: dict, txs: list[dict], versions: list[str]
 ) -> list[float]:
     """What the library computes for the same requests: online features + the CatBoost
-    model of the version that answered each one (the champion or a challenger)."""
+    model of the version that answered each one (the champion or a challenger), calibrated
+    as its registry version says."""
     from fraud_assets.lib.bundle import read_manifest
+    from fraud_assets.lib.calibration import Platt
 
     manifest = read_manifest(bento["bundle"])
     models = {v: model_registry.load_model(v) for v in set(versions)}
+    client = model_registry.client()
+    calibrations = {
+        v: Platt.from_tags(client.get_model_version(model_registry.model_name, v).tags)
+        for v in set(versions)
+    }
     histories = copy.deepcopy(store["histories"])
     cats = manifest["categoricals"]
     out = []
@@ -53,7 +60,8 @@ def _offline_scores(
         row = dict(tx, ts=datetime.fromisoformat(tx["ts"].replace("Z", "+00:00")))
         history = histories.setdefault(tx["customer_id"], CustomerHistory())
         vector = online_features(row, history, store["terminals"].get(tx["terminal_id"]), cats)
-        out.append(float(models[version].predict_proba([list(vector.values())])[0][1]))
+        raw = float(models[version].predict_proba([list(vector.values())])[0][1])
+        out.append(calibrations[version].apply(raw))
     return out
 
 

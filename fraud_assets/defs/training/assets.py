@@ -94,9 +94,12 @@ def fraud_model(
     name = model_registry.model_name
     run = mlflow.active_run()
     feature_keys = sorted(training_set["ts"].dt.date().cast(pl.String).unique().to_list())
+    fitted_on = pl.concat([train, validation])["ts"].dt.date()
     lineage = {
         "partition": day.isoformat(),
         "feature_partitions": f"{feature_keys[0]}..{feature_keys[-1]}",
+        # The first and last day of the data the model was fitted on (train + validation).
+        "train_window": f"{fitted_on.min()}..{fitted_on.max()}",
         "feature_code_version": FEATURE_CODE_VERSION,
         "requirements_lock_sha256": file_hash(settings.PROJECT_ROOT / "requirements.lock"),
         "git_commit": git_commit(settings.PROJECT_ROOT),
@@ -123,9 +126,22 @@ def fraud_model(
         "model_inputs.json",
     )
     # Drift monitoring compares later days with the training data: freeze the bins now.
+    from fraud_assets.lib.calibration import brier_score, fit_platt
     from fraud_assets.lib.modeling import predict_catboost
     from fraud_assets.lib.monitoring.drift import freeze_bins, freeze_frame_bins
 
+    # Class weights inflate the scores: Platt scaling on the validation slice maps them back
+    # to probabilities (thresholds and the served fraud_probability use it).
+    val_raw = predict_catboost(model, validation, features)
+    calibration = fit_platt(validation["label"].to_numpy(), val_raw)
+    briers = {
+        "validation_brier_raw": brier_score(validation["label"].to_numpy(), val_raw),
+        "validation_brier": brier_score(
+            validation["label"].to_numpy(), calibration.apply_array(val_raw)
+        ),
+    }
+    mlf.log_metrics(briers)
+    metrics |= briers
     numeric = [f for f in features if f not in cats and f not in DRIFT_FEATURES_EXCLUDED]
     bins = freeze_frame_bins(train, numeric=numeric, categorical=cats)
     train_scores = predict_catboost(model, train, features)
@@ -146,6 +162,8 @@ def fraud_model(
     client.set_registered_model_alias(name, CHALLENGER, version)
     for key, value in lineage.items():
         client.set_model_version_tag(name, version, key, value)
+    for key, value in calibration.to_tags().items():
+        client.set_model_version_tag(name, version, key, value)
     value = {
         "model_name": name,
         "version": version,
@@ -155,6 +173,7 @@ def fraud_model(
         "categoricals": cats,
         "params": params.as_dict(),
         "lineage": lineage,
+        "calibration": calibration.to_dict(),
     }
     context.log.info(f"registered {name} version {version} (run {run.info.run_id})")
     return dg.Output(

@@ -78,12 +78,24 @@ def model_evaluation(
         raise dg.Failure(f"model_evaluation {day}: the test window has no fraud to evaluate on")
 
     client = model_registry.client()
+    from fraud_assets.lib.calibration import Platt
+
+    # The CatBoost models are scored calibrated (each with its own Platt scaling), as the
+    # service scores them: thresholds and savings are then on probabilities.
     challenger = model_registry.load_model(fraud_model["version"])
-    models = {CHALLENGER: lambda df: predict_catboost(challenger, df, features)}
+    challenger_cal = Platt.from_dict(fraud_model.get("calibration"))
+    models = {
+        CHALLENGER: lambda df: challenger_cal.apply_array(
+            predict_catboost(challenger, df, features)
+        )
+    }
     champion_version = model_registry.version(CHAMPION)
     if champion_version is not None and str(champion_version.version) != fraud_model["version"]:
         champion = model_registry.load_model(str(champion_version.version))
-        models[CHAMPION] = lambda df: predict_catboost(champion, df, features)
+        champion_cal = Platt.from_tags(champion_version.tags)
+        models[CHAMPION] = lambda df: champion_cal.apply_array(
+            predict_catboost(champion, df, features)
+        )
     baseline = train_logistic(frames["train"], numeric, cats)
     models[BASELINE] = lambda df: predict_logistic(baseline, df, features)
 
