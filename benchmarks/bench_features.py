@@ -2,13 +2,14 @@
 
 Run: .venv/bin/python benchmarks/bench_features.py [--days 180] [--size 1.0]
 
-Simulates `--days` days of transactions (plus 30 warm-up days of history) and every label
+Simulates `--days` days of transactions (plus the windows' reach of warm-up days) and every label
 event of those days, then computes the features of every transaction of the range twice:
 - ours: `features.batch_features(history, labels, start, end)` in one call (as backtests do);
 - pandas: the rolling-window code a data scientist would write (Fraud Detection Handbook
   style): `.dt` time features, `groupby("customer_id").rolling("7D", on="ts")` customer
-  windows, and per-terminal daily counts with rolling sums shifted by a day, the known-fraud
-  counts computed per as-of day in a loop.
+  windows (the prior normal: the window's sums minus the row), per-terminal daily counts with
+  rolling sums shifted by a day (and by the label maturity), the known-fraud counts computed
+  per as-of day in a loop.
 The two results are compared column by column (ours is the reference), then the timings,
 the speedup and the peak RSS of the process are printed side by side.
 """
@@ -26,26 +27,37 @@ import polars as pl
 
 from fraud_assets.lib.features.batch import batch_features
 from fraud_assets.lib.features.definitions import (
+    DEFAULT_MATURITY_DAYS,
     LOOKBACK_DAYS,
+    MATURE,
     NIGHT_END_HOUR,
     NIGHT_START_HOUR,
+    NO_PREVIOUS_SECONDS,
     NUMERIC_FEATURES,
     SMALL_AMOUNT,
     TERMINAL_COUNT_COLUMNS,
     VELOCITY_SECONDS,
     WINDOWS_DAYS,
+    log_amount_units,
+    prior_zscore,
+    terminal_lookback_days,
 )
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 
 START = date(2025, 9, 1)
-WARMUP_DAYS = LOOKBACK_DAYS
+MATURITY = DEFAULT_MATURITY_DAYS
+WARMUP_DAYS = terminal_lookback_days(MATURITY)
 TOLERANCE = 1e-6
 CUSTOMER_COUNT_COLUMNS = [
     *(f"customer_tx_count_{w}d" for w in WINDOWS_DAYS),
     "customer_tx_count_1h",
     "customer_small_online_count_1h",
 ]
-EXACT_COLUMNS = [*CUSTOMER_COUNT_COLUMNS, *TERMINAL_COUNT_COLUMNS]
+EXACT_COLUMNS = [
+    *CUSTOMER_COUNT_COLUMNS,
+    *TERMINAL_COUNT_COLUMNS,
+    *(f"{c}{MATURE}" for c in TERMINAL_COUNT_COLUMNS),
+]
 
 
 def peak_rss_mb() -> float:
@@ -108,6 +120,26 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     velocity = by_customer.rolling(f"{VELOCITY_SECONDS}s", on="ts", closed="right")
     out["customer_tx_count_1h"] = velocity["amount"].count().to_numpy()
     out["customer_small_online_count_1h"] = velocity["small"].sum().to_numpy()
+    # The prior normal: the 30-day window's sums minus the row itself (log units as defined).
+    df["log_units"] = df["amount"].map(log_amount_units).astype("int64")
+    df["log_squares"] = df["log_units"] * df["log_units"]
+    month = df.groupby("customer_id", sort=True).rolling(
+        f"{LOOKBACK_DAYS}D", on="ts", closed="right"
+    )[["log_units", "log_squares"]]
+    sums = month.sum()
+    n = out["customer_tx_count_30d"].to_numpy().astype(int) - 1
+    s1 = sums["log_units"].to_numpy().astype(np.int64) - df["log_units"].to_numpy()
+    s2 = sums["log_squares"].to_numpy().astype(np.int64) - df["log_squares"].to_numpy()
+    out["amount_zscore_to_customer_prior_30d"] = [
+        prior_zscore(u, k, a, b)
+        for u, k, a, b in zip(
+            df["log_units"].tolist(), n.tolist(), s1.tolist(), s2.tolist(), strict=True
+        )
+    ]
+    gap = by_customer["ts"].diff().dt.total_seconds()
+    out["customer_seconds_since_previous"] = np.where(
+        gap < NO_PREVIOUS_SECONDS, gap, NO_PREVIOUS_SECONDS
+    )
     out = out[(out["ts"] >= lo) & (out["ts"] < hi)].copy()
     out["day"] = out["ts"].dt.floor("D")
 
@@ -121,9 +153,10 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     snapshot = pd.DataFrame(
         index=pd.MultiIndex.from_product([range_days, daily.columns], names=["day", "terminal_id"])
     )
-    for w in WINDOWS_DAYS:
-        counts = daily.rolling(w, min_periods=1).sum().shift(1).fillna(0.0)
-        snapshot[f"terminal_tx_count_{w}d"] = counts.loc[range_days].stack().to_numpy()
+    for shift, suffix in ((0, ""), (MATURITY, MATURE)):
+        for w in WINDOWS_DAYS:
+            counts = daily.rolling(w, min_periods=1).sum().shift(1 + shift).fillna(0.0)
+            snapshot[f"terminal_tx_count_{w}d{suffix}"] = counts.loc[range_days].stack().to_numpy()
 
     # Known-fraud counts: for each as-of day D, the frauds of days D-w .. D-1 whose fraud
     # label was known before D 00:00 UTC.
@@ -133,19 +166,17 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     )
     per_day = []
     for day in range_days:
-        seen = frauds[
-            (frauds["known_at"] < day)
-            & (frauds["day"] < day)
-            & (frauds["day"] >= day - pd.Timedelta(days=max(WINDOWS_DAYS)))
-        ]
-        counts = pd.DataFrame(
-            {
-                f"terminal_fraud_count_{w}d": seen[
-                    seen["day"] >= day - pd.Timedelta(days=w)
-                ].value_counts("terminal_id")
-                for w in WINDOWS_DAYS
-            }
-        )
+        known_by_day = frauds[frauds["known_at"] < day]
+        columns = {}
+        for shift, suffix in ((0, ""), (MATURITY, MATURE)):
+            end = day - pd.Timedelta(days=shift)
+            for w in WINDOWS_DAYS:
+                inside = known_by_day[
+                    (known_by_day["day"] < end)
+                    & (known_by_day["day"] >= end - pd.Timedelta(days=w))
+                ]
+                columns[f"terminal_fraud_count_{w}d{suffix}"] = inside.value_counts("terminal_id")
+        counts = pd.DataFrame(columns)
         counts["day"] = day
         per_day.append(counts)
     fraud_counts = (
@@ -157,12 +188,16 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     snapshot = snapshot.join(fraud_counts, how="left").fillna(0.0).reset_index()
 
     out = out.merge(snapshot, on=["day", "terminal_id"], how="left")
-    out[TERMINAL_COUNT_COLUMNS] = out[TERMINAL_COUNT_COLUMNS].fillna(0.0)
-    for w in WINDOWS_DAYS:
-        n_tx = out[f"terminal_tx_count_{w}d"]
-        out[f"terminal_risk_{w}d"] = np.where(
-            n_tx > 0, out[f"terminal_fraud_count_{w}d"] / n_tx.where(n_tx > 0, 1.0), 0.0
-        )
+    counts = [f"{c}{suffix}" for suffix in ("", MATURE) for c in TERMINAL_COUNT_COLUMNS]
+    out[counts] = out[counts].fillna(0.0)
+    for suffix in ("", MATURE):
+        for w in WINDOWS_DAYS:
+            n_tx = out[f"terminal_tx_count_{w}d{suffix}"]
+            out[f"terminal_risk_{w}d{suffix}"] = np.where(
+                n_tx > 0,
+                out[f"terminal_fraud_count_{w}d{suffix}"] / n_tx.where(n_tx > 0, 1.0),
+                0.0,
+            )
     return out.sort_values(["ts", "transaction_id"])[
         ["transaction_id", "ts", "customer_id", "terminal_id", *NUMERIC_FEATURES]
     ].reset_index(drop=True)
