@@ -57,3 +57,14 @@ def test_scalar_and_array_paths_agree_and_identity_is_exact() -> None:
 
 def test_one_class_gives_the_identity() -> None:
     assert fit_platt(np.zeros(10), np.linspace(0, 1, 10)) == Platt()
+
+
+def test_the_reliability_plot_is_written(tmp_path) -> None:
+    from fraud_assets.lib.reports.plots import reliability_png
+
+    rng = np.random.default_rng(2)
+    y, raw = _inflated(rng, 5_000)
+    out = reliability_png(
+        {"raw": (y, raw), "calibrated": (y, fit_platt(y, raw).apply_array(raw))}, tmp_path / "r.png"
+    )
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

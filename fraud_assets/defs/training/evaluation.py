@@ -66,7 +66,7 @@ def model_evaluation(
     fraud_model: dict,
 ) -> dg.Output[dict]:
     from fraud_assets.lib.reports.evidently import classification_report_html
-    from fraud_assets.lib.reports.plots import precision_recall_png
+    from fraud_assets.lib.reports.plots import precision_recall_png, reliability_png
 
     day = partition_day(context)
     costs = config.costs()
@@ -133,12 +133,18 @@ def model_evaluation(
         threshold_points={n: (r["recall"], r["precision"]) for n, r in results.items()},
         title=f"Precision-recall, test window as of {day}",
     )
+    reliability = reliability_png(
+        {name: (y, s) for name, s in scores.items()},
+        report_dir / "reliability.png",
+        title=f"Reliability on the test window as of {day} (calibrated on validation)",
+    )
     run_id = fraud_model["run_id"]
     for name, res in results.items():
         for key, value in res.items():
             client.log_metric(run_id, f"test_{name}_{key}", float(value))
     client.log_artifact(run_id, str(html), "evaluation")
     client.log_artifact(run_id, str(png), "evaluation")
+    client.log_artifact(run_id, str(reliability), "evaluation")
     client.set_terminated(run_id, "FINISHED")  # dagster-mlflow's hook misses gated runs
     version = fraud_model["version"]
     ch = results[CHALLENGER]
@@ -153,7 +159,11 @@ def model_evaluation(
         "comparisons": comparisons,
         "test_rows": test.height,
         "test_frauds": int(test["label"].sum()),
-        "reports": {"classification": str(html), "precision_recall": str(png)},
+        "reports": {
+            "classification": str(html),
+            "precision_recall": str(png),
+            "reliability": str(reliability),
+        },
     }
     metadata: dict[str, Any] = {
         f"{name}_{k}": float(res[k]) for name, res in results.items() for k in HEADLINE
@@ -173,6 +183,7 @@ def model_evaluation(
         "alerts_per_day": ch["alerts_per_day"],
         "classification_report": dg.MetadataValue.path(str(html)),
         "precision_recall_plot": dg.MetadataValue.path(str(png)),
+        "reliability_plot": dg.MetadataValue.path(str(reliability)),
         "model_version": version,
     }
     return dg.Output(value, metadata=metadata)

@@ -1,4 +1,5 @@
-"""Matplotlib PNGs: precision-recall curves, metrics over time, the live AP trend.
+"""Matplotlib PNGs: precision-recall and reliability curves, metrics over time, the live AP
+trend.
 
 Plots use the Agg canvas directly (no pyplot state), so they are safe in worker threads;
 matplotlib is imported inside the functions so that loading the Dagster code stays fast.
@@ -82,6 +83,39 @@ def precision_recall_png(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)
     fig.savefig(out, dpi=PNG_DPI, format="png")
+    return out
+
+
+def reliability_png(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    path: str | Path,
+    *,
+    title: str = "Reliability",
+    n_bins: int = 10,
+) -> Path:
+    """Observed fraud rate against predicted probability, per model (quantile bins, log
+    axes: with ~1% fraud almost everything sits near 0). On the diagonal: calibrated. Brier
+    score in the legend."""
+    from fraud_assets.lib.calibration import brier_score, reliability_table
+
+    out = prepare_path(path)
+    fig = _new_figure(6.5, 5.5)
+    ax = fig.add_subplot()
+    floor = 1e-5
+    for name, (y_true, probability) in curves.items():
+        table = reliability_table(y_true, probability, n_bins)
+        predicted = [max(p, floor) for p, _, _ in table]
+        observed = [max(o, floor) for _, o, _ in table]
+        brier = brier_score(y_true, probability)
+        ax.plot(predicted, observed, "o-", lw=1.4, label=f"{name} (Brier={brier:.4f})")
+    ax.plot([floor, 1.0], [floor, 1.0], "--", color="grey", lw=1, label="perfectly calibrated")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("Predicted fraud probability (bin mean)")
+    ax.set_ylabel("Observed fraud rate")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.savefig(out, dpi=PNG_DPI)
     return out
 
 
