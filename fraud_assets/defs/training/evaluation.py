@@ -136,7 +136,7 @@ def model_evaluation(
     reliability = reliability_png(
         {name: (y, s) for name, s in scores.items()},
         report_dir / "reliability.png",
-        title=f"Reliability on the test window as of {day} (calibrated on validation)",
+        title=f"Reliability, test window as of {day}",
     )
     run_id = fraud_model["run_id"]
     for name, res in results.items():
