@@ -99,7 +99,8 @@ LABEL_MATURITY_DAYS = int(_env("FRAUD_LABEL_MATURITY_DAYS", str(DELAY_DAYS)))
 # Training: the default number of CatBoost iterations (early stopping usually ends sooner).
 TRAIN_ITERATIONS = int(_env("FRAUD_TRAIN_ITERATIONS", "600"))
 
-# Promotion gate.
+# Promotion gate: an AP floor, and a margin that the lower bound of the 95% card-day bootstrap
+# interval of the AP gain over the champion must exceed.
 PROMOTION_MIN_AP = float(_env("FRAUD_PROMOTION_MIN_AP", "0.3"))
 PROMOTION_MARGIN = float(_env("FRAUD_PROMOTION_MARGIN", "0.0"))
 
