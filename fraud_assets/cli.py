@@ -91,6 +91,13 @@ def run_pipeline(end: date, feature_days: int, instance=None) -> int:
     if failed:
         print("the training run failed (see the Dagster UI: `make ui`), e.g. the promotion gate")
         return 1
+    champion = latest_metadata(instance, "champion_model", end)
+    if champion:
+        print(
+            f"champion: v{champion.get('champion')}, refitted on {champion.get('train_window')} "
+            f"(the freshest mature labels) with the recipe evaluated above "
+            f"(v{champion.get('evaluated_version')})"
+        )
     bento = latest_metadata(instance, "fraud_bento", end)
     if bento:
         print(f"Bento: {bento.get('bento_tag')} (smoke-tested against offline scores)")

@@ -13,6 +13,7 @@ TRAINING = dg.AssetSelection.assets(
     "training_set",
     "fraud_model",
     "model_evaluation",
+    "refit_model",
     "champion_model",
     "online_feature_store",
     "fraud_bento",
@@ -52,8 +53,9 @@ training_job = dg.define_asset_job(
     "training",
     selection=TRAINING,
     hooks={end_mlflow_on_run_finished},
-    description="As of a day: time split, CatBoost in MLflow, evaluation, promotion gate, "
-    "champion, and the Bento with the online store seed (smoke-tested).",
+    description="As of a day: time split, CatBoost in MLflow, evaluation and promotion gate, "
+    "the refit on the freshest mature data as champion, and the Bento with the online store "
+    "seed (smoke-tested).",
 )
 
 

@@ -19,6 +19,14 @@ PREVIOUS_CHAMPION = "previous_champion"  # registry alias kept for rollback
 SPLIT = "split"  # traffic modes: a sticky share of cards to the challenger, or shadow scoring
 TRAFFIC_MODES = (SPLIT, SHADOW)
 
+# Registry version tags. `role`: the evaluated model (scored on the test window) or the refit
+# that is deployed (fitted on newer data, never scored on that window, tagged with its
+# evaluated sibling). Evaluation writes the threshold tags; promotion copies them to the refit.
+ROLE_TAG, EVALUATED_ROLE, REFIT_ROLE = "role", "evaluated", "refit"
+EVALUATED_VERSION_TAG = "evaluated_version"
+TRAIN_WINDOW_TAG = "train_window"  # YYYY-MM-DD..YYYY-MM-DD, the data a version was fitted on
+THRESHOLD_TAGS = ("threshold", "decline_threshold", "average_precision", "card_precision_at_100")
+
 # The model evaluated beside the challenger and the champion (a key of the evaluation's
 # results and metadata, which the CLI prints).
 BASELINE = "logistic_baseline"

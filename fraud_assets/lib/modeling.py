@@ -71,6 +71,20 @@ def train_catboost(
     return model
 
 
+def fitted_trees(model: Any) -> int:
+    """Trees in the fitted model: the early-stopped count when a validation set was used."""
+    return int(model.tree_count_)
+
+
+def refit_iterations(trees: int, fitted_rows: int, refit_rows: int) -> int:
+    """Iterations for a refit without a validation set: the early-stopped count, scaled with
+    the data (more rows support more trees at the same learning rate; the usual heuristic
+    when the validation slice is folded back in)."""
+    if fitted_rows <= 0:
+        return max(1, trees)
+    return max(1, round(trees * refit_rows / fitted_rows))
+
+
 def predict_catboost(model: Any, df: pl.DataFrame, features: Sequence[str]) -> np.ndarray:
     if df.height == 0:
         return np.empty(0)

@@ -4,6 +4,12 @@ At the moment the model is trained (the start of the test window) only labels al
 known can be used: a fraud whose chargeback has not arrived yet looks genuine in training,
 as it would in production. Cards already known to be compromised before the test window
 are dropped from it: they would be blocked already and only flatter the metrics.
+
+The evaluated model is then *not* the one deployed: its newest data is older than the gap and
+the test window. The refit rows (split ``refit``) are the newest window whose labels are
+mature at the end of the day (``maturity_days`` old): the model that serves is fitted on
+them with the evaluated sibling's recipe. The refit window overlaps the test window, so a
+refit is never scored on it; its quality is its sibling's estimate.
 """
 
 from __future__ import annotations
@@ -22,6 +28,16 @@ class SplitConfig:
     delay_days: int = 7
     test_days: int = 14
     validation_share: float = 0.2  # last part of the train window, for early stopping
+    # Age at which a day's labels count as mature enough to refit on (the trade-off: a
+    # smaller value gives fresher data whose late frauds still look genuine).
+    maturity_days: int = 7
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.maturity_days <= self.delay_days + self.test_days:
+            raise ValueError(
+                f"maturity_days must be between 0 and delay_days + test_days "
+                f"({self.delay_days + self.test_days}), got {self.maturity_days}"
+            )
 
     @property
     def total_days(self) -> int:
@@ -36,6 +52,10 @@ class SplitConfig:
             "train": (train_start, gap_start - timedelta(days=1)),
             "gap": (gap_start, test_start - timedelta(days=1)),
             "test": (test_start, last_day),
+            "refit": (
+                last_day - timedelta(days=self.maturity_days + self.train_days - 1),
+                last_day - timedelta(days=self.maturity_days),
+            ),
         }
 
 
@@ -62,22 +82,12 @@ def build_training_set(
     w = config.windows(last_day)
     cutoff = _midnight(w["test"][0])  # the model is trained at the start of the test window
     day = pl.col("ts").dt.date()
-    known = (
-        labels.filter(pl.col("known_at") < cutoff)
-        .group_by("transaction_id")
-        .agg(known_label=pl.col("is_fraud").max())
-    )
+    known = _known_labels(labels, cutoff)
     train_days = (w["train"][1] - w["train"][0]).days + 1
     val_days = max(1, round(train_days * config.validation_share))
     val_start = w["train"][1] - timedelta(days=val_days - 1)
-    train = (
-        features.filter(day.is_between(*w["train"]))
-        .join(known, on="transaction_id", how="left")
-        .with_columns(
-            label=pl.col("known_label").fill_null(0).cast(pl.Int8),
-            split=pl.when(day >= val_start).then(pl.lit("validation")).otherwise(pl.lit("train")),
-        )
-        .drop("known_label")
+    train = _labelled(features, w["train"], known).with_columns(
+        split=pl.when(day >= val_start).then(pl.lit("validation")).otherwise(pl.lit("train"))
     )
     eventual = (
         truth.select(
@@ -102,3 +112,32 @@ def build_training_set(
         .drop("eventual")
     )
     return pl.concat([train, test], how="diagonal").sort("ts", "transaction_id")
+
+
+def build_refit_set(
+    features: pl.DataFrame, labels: pl.DataFrame, last_day: date, config: SplitConfig
+) -> pl.DataFrame:
+    """The refit window's rows (split ``refit``), labelled with what is known at the end of
+    `last_day`: the freshest data a deployed model can honestly be fitted on."""
+    known = _known_labels(labels, _midnight(last_day + timedelta(days=1)))
+    refit = _labelled(features, config.windows(last_day)["refit"], known)
+    return refit.with_columns(split=pl.lit("refit")).sort("ts", "transaction_id")
+
+
+def _known_labels(labels: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
+    """(transaction_id, known_label) for the label events known before `cutoff`."""
+    return (
+        labels.filter(pl.col("known_at") < cutoff)
+        .group_by("transaction_id")
+        .agg(known_label=pl.col("is_fraud").max())
+    )
+
+
+def _labelled(features: pl.DataFrame, days: tuple[date, date], known: pl.DataFrame) -> pl.DataFrame:
+    """Feature rows of an inclusive day range with `label` = the known label (else 0)."""
+    return (
+        features.filter(pl.col("ts").dt.date().is_between(*days))
+        .join(known, on="transaction_id", how="left")
+        .with_columns(label=pl.col("known_label").fill_null(0).cast(pl.Int8))
+        .drop("known_label")
+    )

@@ -87,17 +87,27 @@ def test_backtest_on_my_own_csv_files(tmp_path: Path) -> None:
     report = Path(metrics["classification_report"])
     assert report.exists() and report.stat().st_size > 10_000
     assert "Average precision" in proc.stdout
-    # The registered model carries its lineage: partitions, code and environment versions.
+    # The champion is the refit on the freshest mature window (test end 02-18, labels 3 days
+    # old at least, 9 days); the metrics are its evaluated sibling's, fitted before the test
+    # window. Both carry their lineage: data windows, code and environment versions.
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow' / 'mlflow.db'}")
-    version = client.get_model_version_by_alias("fraud_model", "champion")
-    tags = version.tags
-    assert tags["feature_partitions"] == "2026-01-31..2026-02-18"
+    refit = client.get_model_version_by_alias("fraud_model", "champion")
+    tags = refit.tags
+    assert tags["role"] == "refit"
+    assert tags["train_window"] == "2026-02-07..2026-02-15"
+    evaluated = client.get_model_version("fraud_model", tags["evaluated_version"])
+    assert evaluated.tags["role"] == "evaluated"
+    assert evaluated.tags["train_window"] == "2026-01-31..2026-02-08"
+    assert str(metrics["model_version"]) == str(evaluated.version) != str(refit.version)
+    assert client.get_run(refit.run_id).data.tags["mlflow.parentRunId"] == evaluated.run_id
+    assert tags["threshold"] == evaluated.tags["threshold"] and float(tags["threshold"]) > 0
+    assert tags["calibration_a"] == evaluated.tags["calibration_a"]
     assert len(tags["requirements_lock_sha256"]) == 16
     assert tags["feature_code_version"].startswith("features-")
     assert tags["git_commit"]
-    assert float(tags["threshold"]) > 0
+    assert client.get_model_version_by_alias("fraud_model", "challenger").version == refit.version
     # No merchant channel in the export: it is absent, not invented.
     raw = pl.read_parquet(out / "data" / "raw_transactions" / "2026-02-01.parquet")
     assert "channel" not in raw.columns and "merchant_category" in raw.columns

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from fraud_assets.lib.time_split import SplitConfig, build_training_set
+from fraud_assets.lib.time_split import SplitConfig, build_refit_set, build_training_set
 
 LAST = date(2026, 3, 31)
 CFG = SplitConfig(train_days=10, delay_days=3, test_days=5, validation_share=0.2)
@@ -72,3 +72,39 @@ def test_split_labels_and_known_compromised_exclusion() -> None:
     )
     out = build_training_set(_features(rows), labels, truth, LAST, CFG)
     assert out.filter(pl.col("transaction_id") == "te_c2")["label"].item() == 1
+
+
+def test_refit_window_is_the_newest_mature_one_with_labels_known_at_the_end_of_the_day() -> None:
+    cfg = SplitConfig(train_days=10, delay_days=3, test_days=5, maturity_days=4)
+    assert cfg.windows(LAST)["refit"] == (date(2026, 3, 18), date(2026, 3, 27))
+    rows = [
+        ("old", date(2026, 3, 17), "c1"),  # before the refit window
+        ("first", date(2026, 3, 18), "c1"),
+        ("late", date(2026, 3, 20), "c2"),  # its label arrives after the day: unknown
+        ("known", date(2026, 3, 27), "c3"),  # in the test window too: refit rows may overlap it
+        ("young", date(2026, 3, 28), "c3"),  # younger than the maturity: not used
+    ]
+    end_of_day = datetime(2026, 4, 1, tzinfo=UTC)
+    labels = pl.DataFrame(
+        {
+            "transaction_id": ["late", "known"],
+            "is_fraud": [1, 1],
+            "known_at": [end_of_day, end_of_day - timedelta(seconds=1)],
+        },
+        schema={
+            "transaction_id": pl.String,
+            "is_fraud": pl.Int8,
+            "known_at": pl.Datetime("us", "UTC"),
+        },
+    )
+    out = build_refit_set(_features(rows), labels, LAST, cfg)
+    assert out["transaction_id"].to_list() == ["first", "late", "known"]
+    assert out["label"].to_list() == [0, 0, 1]
+    assert set(out["split"]) == {"refit"}
+
+
+def test_a_maturity_beyond_the_split_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="maturity_days"):
+        SplitConfig(train_days=10, delay_days=3, test_days=5, maturity_days=9)

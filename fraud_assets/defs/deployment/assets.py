@@ -10,7 +10,7 @@ from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
 from fraud_assets.defs.features.assets import FEATURES_CODE_VERSION, MATURITY_DAYS, REACH_DAYS
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
-from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, SHADOW
+from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, EVALUATED_VERSION_TAG, SHADOW
 from fraud_assets.resources.bento import BentoBuilder
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
@@ -68,6 +68,10 @@ def _variant(model_registry: ModelRegistry, version: Any, fallback: dict) -> dic
     from fraud_assets.lib.calibration import Platt
 
     tags = version.tags or {}
+    sibling = tags.get(EVALUATED_VERSION_TAG)
+    if "threshold" not in tags and sibling:  # a refit not promoted yet: its sibling's values
+        evaluated = model_registry.client().get_model_version(model_registry.model_name, sibling)
+        tags = (evaluated.tags or {}) | tags
     return {
         "model": model_registry.load_model(str(version.version)),
         "version": str(version.version),

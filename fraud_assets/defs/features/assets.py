@@ -19,7 +19,7 @@ from fraud_assets.lib.features.definitions import (
 )
 from fraud_assets.lib.quality import FEATURE_CHECKS, validate_features
 from fraud_assets.lib.schema import SCENARIO
-from fraud_assets.lib.time_split import SplitConfig, build_training_set
+from fraud_assets.lib.time_split import SplitConfig, build_refit_set, build_training_set
 from fraud_assets.lib.versioning import code_version, data_version
 
 MATURITY_DAYS = settings.LABEL_MATURITY_DAYS
@@ -27,7 +27,10 @@ REACH_DAYS = terminal_lookback_days(MATURITY_DAYS)  # the furthest any window re
 FEATURES_CODE_VERSION = (
     f"{FEATURE_CODE_VERSION}-m{MATURITY_DAYS}-{code_version(definitions, batch)}"
 )
-SPLIT = SplitConfig(settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS)
+SPLIT = SplitConfig(
+    settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS, maturity_days=MATURITY_DAYS
+)
+SPLITS = ("train", "validation", "test", "refit")
 
 
 @dg.asset(
@@ -83,7 +86,7 @@ def transaction_features(
     partitions_def=daily_partitions,
     io_manager_key="lake",
     group_name="training",
-    code_version="training-set-v1",
+    code_version="training-set-v2",
     kinds={"polars"},
     ins={
         "transaction_features": dg.AssetIn(partition_mapping=window(-(SPLIT.total_days - 1), 0)),
@@ -92,7 +95,9 @@ def transaction_features(
     },
     description=f"Time split as of the day: {SPLIT.train_days} train days (last "
     f"{int(SPLIT.validation_share * 100)}% for early stopping), a {SPLIT.delay_days}-day gap "
-    f"for label delay, {SPLIT.test_days} test days without cards already known compromised.",
+    f"for label delay, {SPLIT.test_days} test days without cards already known compromised; and "
+    f"the refit window (the {SPLIT.train_days} newest days at least {SPLIT.maturity_days} days "
+    "old, labels known at the end of the day) that the deployed model is fitted on.",
 )
 def training_set(
     context: dg.AssetExecutionContext,
@@ -105,8 +110,15 @@ def training_set(
     raw = concat_partitions(raw_transactions)
     truth_cols = ["transaction_id", "is_fraud", *([SCENARIO] if SCENARIO in raw.columns else [])]
     truth = raw.select(truth_cols) if "is_fraud" in raw.columns else None
-    df = build_training_set(features, concat_labels(fraud_labels), truth, day, SPLIT)
-    counts = {s: df.filter(pl.col("split") == s) for s in ("train", "validation", "test")}
+    labels = concat_labels(fraud_labels)
+    df = pl.concat(
+        [
+            build_training_set(features, labels, truth, day, SPLIT),
+            build_refit_set(features, labels, day, SPLIT),
+        ],
+        how="diagonal",
+    )
+    counts = {s: df.filter(pl.col("split") == s) for s in SPLITS}
     windows = SPLIT.windows(day)
     missing = [
         (windows["train"][0] + timedelta(days=i)).isoformat()

@@ -1,5 +1,6 @@
 """model_evaluation, the promotion gate and the champion alias."""
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
@@ -7,7 +8,14 @@ import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.partitions import daily_partitions, partition_day
-from fraud_assets.lib.contracts import BASELINE, CHALLENGER, CHAMPION
+from fraud_assets.lib.contracts import (
+    BASELINE,
+    CHALLENGER,
+    CHAMPION,
+    EVALUATED_VERSION_TAG,
+    THRESHOLD_TAGS,
+    TRAIN_WINDOW_TAG,
+)
 from fraud_assets.lib.evaluation import CostModel, choose_thresholds, evaluate_scores
 from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
 from fraud_assets.resources.mlflow import ModelRegistry
@@ -90,9 +98,15 @@ def model_evaluation(
         )
     }
     champion_version = model_registry.version(CHAMPION)
-    if champion_version is not None and str(champion_version.version) != fraud_model["version"]:
-        champion = model_registry.load_model(str(champion_version.version))
-        champion_cal = Platt.from_tags(champion_version.tags)
+    champion_scored = _champion_estimate(model_registry, champion_version, test)
+    if champion_version is not None and champion_scored is None:
+        context.log.warning(
+            f"champion v{champion_version.version} has no evaluated sibling and was fitted on "
+            "part of this test window: it is not compared (its score would be flattered)"
+        )
+    if champion_scored is not None and str(champion_scored.version) != fraud_model["version"]:
+        champion = model_registry.load_model(str(champion_scored.version))
+        champion_cal = Platt.from_tags(champion_scored.tags)
         models[CHAMPION] = lambda df: champion_cal.apply_array(
             predict_catboost(champion, df, features)
         )
@@ -148,13 +162,16 @@ def model_evaluation(
     client.set_terminated(run_id, "FINISHED")  # dagster-mlflow's hook misses gated runs
     version = fraud_model["version"]
     ch = results[CHALLENGER]
-    for key in ("threshold", "decline_threshold", "average_precision", "card_precision_at_100"):
+    for key in THRESHOLD_TAGS:
         client.set_model_version_tag(fraud_model["model_name"], version, key, str(ch[key]))
 
     value = {
         "model_name": fraud_model["model_name"],
         "version": version,
         "champion_version": str(champion_version.version) if CHAMPION in models else None,
+        # The champion's evaluated sibling (the served champion is a refit that has seen
+        # part of this test window): the comparison is recipe against recipe.
+        "champion_scored_version": str(champion_scored.version) if CHAMPION in models else None,
         "results": results,
         "comparisons": comparisons,
         "test_rows": test.height,
@@ -187,6 +204,26 @@ def model_evaluation(
         "model_version": version,
     }
     return dg.Output(value, metadata=metadata)
+
+
+def _champion_estimate(
+    model_registry: ModelRegistry, champion: Any | None, test: pl.DataFrame
+) -> Any | None:
+    """The registry version that stands for the champion on this test window: its evaluated
+    sibling when the champion is a refit, else the champion itself if it was fitted before
+    the window; None when neither can be scored honestly."""
+    if champion is None:
+        return None
+    tags = champion.tags or {}
+    sibling = tags.get(EVALUATED_VERSION_TAG)
+    if sibling:
+        return model_registry.client().get_model_version(model_registry.model_name, sibling)
+    window = tags.get(TRAIN_WINDOW_TAG, "")
+    fitted_until = window.partition("..")[2]
+    test_start = test["ts"].dt.date().min()
+    if fitted_until and date.fromisoformat(fitted_until) < test_start:
+        return champion
+    return None
 
 
 def _compare(test: pl.DataFrame, scores: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -260,25 +297,48 @@ def promotion_gate(model_evaluation: dict, promotion: PromotionConfig) -> dg.Ass
     io_manager_key="artifacts",
     group_name="training",
     kinds={"mlflow"},
-    description="Moves the MLflow alias `champion` to the evaluated challenger (the previous "
-    "champion stays reachable as `previous_champion`).",
+    description="Moves the MLflow alias `champion` to the refit of the evaluated challenger "
+    "(with the thresholds evaluated for it); the previous champion stays reachable as "
+    "`previous_champion`.",
 )
 def champion_model(
-    context: dg.AssetExecutionContext, model_registry: ModelRegistry, model_evaluation: dict
+    context: dg.AssetExecutionContext,
+    model_registry: ModelRegistry,
+    model_evaluation: dict,
+    refit_model: dict,
 ) -> dg.Output[dict]:
-    change = model_registry.promote(model_evaluation["version"])
-    context.log.info(f"champion is now v{change.champion} (previous: {change.previous})")
+    if refit_model["evaluated_version"] != model_evaluation["version"]:
+        raise dg.Failure(
+            f"refit v{refit_model['version']} is of v{refit_model['evaluated_version']}, but "
+            f"v{model_evaluation['version']} was evaluated"
+        )
+    evaluated = model_evaluation["results"][CHALLENGER]
+    thresholds = {"review": evaluated["threshold"], "decline": evaluated["decline_threshold"]}
+    client = model_registry.client()
+    for key in THRESHOLD_TAGS:
+        client.set_model_version_tag(
+            refit_model["model_name"], refit_model["version"], key, str(evaluated[key])
+        )
+    change = model_registry.promote(refit_model["version"])
+    context.log.info(
+        f"champion is now v{change.champion}, the refit of evaluated v{model_evaluation['version']}"
+        f" (previous: {change.previous})"
+    )
     value = {
         "model_name": model_evaluation["model_name"],
         "champion": change.champion,
+        "evaluated_version": model_evaluation["version"],
         "previous": change.previous,
-        "thresholds": {
-            "review": model_evaluation["results"][CHALLENGER]["threshold"],
-            "decline": model_evaluation["results"][CHALLENGER]["decline_threshold"],
-        },
+        "thresholds": thresholds,
     }
     return dg.Output(
-        value, metadata={"champion": change.champion, "previous": str(change.previous)}
+        value,
+        metadata={
+            "champion": change.champion,
+            "evaluated_version": model_evaluation["version"],
+            "train_window": refit_model["lineage"][TRAIN_WINDOW_TAG],
+            "previous": str(change.previous),
+        },
     )
 
 
