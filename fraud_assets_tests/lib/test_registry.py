@@ -49,3 +49,37 @@ def test_rollback_without_previous_is_a_clear_error(client) -> None:
     registry.promote(client, "m", "3")
     with pytest.raises(RuntimeError, match="no 'previous_champion'"):
         registry.rollback(client, "m")
+
+
+def test_the_champion_is_compared_through_a_version_fitted_before_the_test_window(
+    client, tmp_path: Path
+) -> None:
+    """A refit champion has seen part of the test window: evaluation scores its evaluated
+    sibling instead; a champion without one counts only if fitted before the window."""
+    from datetime import UTC, datetime
+
+    import polars as pl
+
+    from fraud_assets.defs.training.evaluation import _champion_estimate
+    from fraud_assets.resources.mlflow import ModelRegistry
+
+    model_registry = ModelRegistry(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        experiment="test",
+        artifact_root=str(tmp_path / "artifacts"),
+        model_name="m",
+    )
+    test = pl.DataFrame({"ts": [datetime(2026, 3, 10, 12, tzinfo=UTC)]})
+    client.set_model_version_tag("m", "1", "train_window", "2026-02-01..2026-03-01")
+    client.set_model_version_tag("m", "2", "train_window", "2026-02-01..2026-03-10")
+    client.set_model_version_tag("m", "3", "train_window", "2026-02-10..2026-03-12")
+    client.set_model_version_tag("m", "3", "evaluated_version", "1")
+
+    def estimate(version: str) -> str | None:
+        chosen = _champion_estimate(model_registry, client.get_model_version("m", version), test)
+        return None if chosen is None else str(chosen.version)
+
+    assert estimate("3") == "1"  # a refit: through its evaluated sibling
+    assert estimate("1") == "1"  # fitted before the window: itself
+    assert estimate("2") is None  # fitted on the window's first day: not comparable
+    assert _champion_estimate(model_registry, None, test) is None
