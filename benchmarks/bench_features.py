@@ -30,8 +30,7 @@ from fraud_assets.lib.features.definitions import (
     DEFAULT_MATURITY_DAYS,
     LOOKBACK_DAYS,
     MATURE,
-    NIGHT_END_HOUR,
-    NIGHT_START_HOUR,
+    NIGHT_HOURS,
     NO_PREVIOUS_SECONDS,
     NUMERIC_FEATURES,
     SMALL_AMOUNT,
@@ -99,7 +98,7 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     hour = df["ts"].dt.hour
     out["hour"] = hour.astype(float)
     out["is_weekend"] = (df["ts"].dt.dayofweek >= 5).astype(float)
-    out["is_night"] = ((hour >= NIGHT_START_HOUR) | (hour < NIGHT_END_HOUR)).astype(float)
+    out["is_night"] = hour.isin(sorted(NIGHT_HOURS)).astype(float)
 
     # Customer windows: (t - w, t]; pandas' time-based windows end at the current row, so a
     # transaction does not see those after it at the same instant (rows are sorted by id).
@@ -157,6 +156,11 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
         for w in WINDOWS_DAYS:
             counts = daily.rolling(w, min_periods=1).sum().shift(1 + shift).fillna(0.0)
             snapshot[f"terminal_tx_count_{w}d{suffix}"] = counts.loc[range_days].stack().to_numpy()
+    # The terminal's typical amount: the mean over the 30 days before the day.
+    amounts = df.groupby(["day", "terminal_id"])["amount"].sum().unstack(fill_value=0.0)
+    amounts = amounts.reindex(index=all_days, columns=daily.columns, fill_value=0.0)
+    sums = amounts.rolling(30, min_periods=1).sum().shift(1).fillna(0.0)
+    snapshot["terminal_amount_sum_30d"] = sums.loc[range_days].stack().to_numpy()
 
     # Known-fraud counts: for each as-of day D, the frauds of days D-w .. D-1 whose fraud
     # label was known before D 00:00 UTC.
@@ -198,6 +202,14 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
                 out[f"terminal_fraud_count_{w}d{suffix}"] / n_tx.where(n_tx > 0, 1.0),
                 0.0,
             )
+    n_30 = out["terminal_tx_count_30d"]
+    out["terminal_amount_mean_30d"] = np.where(
+        n_30 > 0, out["terminal_amount_sum_30d"].fillna(0.0) / n_30.where(n_30 > 0, 1.0), 0.0
+    )
+    mean = out["terminal_amount_mean_30d"]
+    out["amount_to_terminal_mean_30d"] = np.where(
+        mean > 0, out["amount"] / mean.where(mean > 0, 1.0), 1.0
+    )
     return out.sort_values(["ts", "transaction_id"])[
         ["transaction_id", "ts", "customer_id", "terminal_id", *NUMERIC_FEATURES]
     ].reset_index(drop=True)

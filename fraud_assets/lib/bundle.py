@@ -33,12 +33,15 @@ from fraud_assets.lib.contracts import (
     BUNDLE_MODELS_DIR,
     BUNDLE_STORE_DIR,
     CHAMPION,
+    NIGHT_HOURS_ENV,
+    SMALL_AMOUNT_ENV,
     SPLIT,
     TRAFFIC_MODES,
 )
 from fraud_assets.lib.features.definitions import (
     CATEGORICAL_COLUMNS,
     FEATURE_CODE_VERSION,
+    FEATURE_PARAMETERS,
     feature_columns,
 )
 from fraud_assets.lib.features.history import CustomerHistory
@@ -89,6 +92,13 @@ def validate_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
         raise BundleError(f"manifest lacks {missing}")
     if manifest.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
         raise BundleError(f"unsupported bundle format {manifest.get('format_version')!r}")
+    built_with = manifest.get("feature_parameters", FEATURE_PARAMETERS)
+    if built_with != FEATURE_PARAMETERS:
+        raise BundleError(
+            f"the bundle's features were computed with {built_with}, this process computes them "
+            f"with {FEATURE_PARAMETERS}: set {SMALL_AMOUNT_ENV} / {NIGHT_HOURS_ENV} as when it "
+            "was built"
+        )
     categoricals = list(manifest["categoricals"])
     unknown_cats = [c for c in categoricals if c not in CATEGORICAL_COLUMNS]
     if unknown_cats:
@@ -187,6 +197,7 @@ def write_bundle(
             "bundle_id": uuid.uuid4().hex,
             "created_at": datetime.now(UTC).isoformat(),
             "feature_code_version": FEATURE_CODE_VERSION,
+            "feature_parameters": FEATURE_PARAMETERS,
             "model_name": model_name,
             "features": list(features),
             "categoricals": list(categoricals),

@@ -257,6 +257,26 @@ def test_no_feature_is_constant_over_a_simulated_month() -> None:
     assert not constant
 
 
+def test_terminal_typical_amount_is_the_mean_of_the_30_days_before_the_day() -> None:
+    yesterday = T0 - timedelta(days=1)
+    hist = _tx(
+        [
+            ("old", T0 - timedelta(days=31), "c2", "t1", 1000.0, "card_present"),  # outside
+            ("a", T0 - timedelta(days=30), "c3", "t1", 10.0, "card_present"),
+            ("b", yesterday, "c4", "t1", 30.0, "card_present"),
+            ("now", T0, "c1", "t1", 80.0, "card_present"),
+            ("later", T0 + timedelta(hours=1), "c5", "t1", 5000.0, "card_present"),  # same day
+            ("new", T0, "c1", "t2", 80.0, "card_present"),  # a terminal without history
+        ]
+    )
+    out = batch_features(hist, NO_LABELS, DAY)
+    now, later, new = (_row(out, t) for t in ("now", "later", "new"))
+    assert now["terminal_amount_mean_30d"] == later["terminal_amount_mean_30d"] == 20.0
+    assert now["amount_to_terminal_mean_30d"] == 4.0
+    assert later["amount_to_terminal_mean_30d"] == 250.0
+    assert new["terminal_amount_mean_30d"] == 0.0 and new["amount_to_terminal_mean_30d"] == 1.0
+
+
 def test_no_leakage_from_later_rows_or_later_labels() -> None:
     sim = Simulator(SimulationConfig(seed=9, size=0.2))
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
@@ -411,3 +431,48 @@ def test_window_max_matches_a_brute_force() -> None:
     starts = [np.maximum(rows - rng.integers(0, limit, len(rows)), 0) for limit in (1, 5, 700)]
     for s, got in zip(starts, _window_max(values, rows, starts), strict=True):
         assert list(got) == [values[a : b + 1].max() for a, b in zip(s, rows, strict=True)]
+
+
+def test_feature_conventions_come_from_the_environment_and_are_checked() -> None:
+    """Night hours and the card-testing cut-off are a deployment's conventions (currency,
+    local time), read once from the environment; bad values fail loudly at import."""
+    import os
+    import subprocess
+    import sys
+
+    from fraud_assets.lib.features.definitions import parse_night_hours, parse_small_amount
+
+    assert parse_night_hours("22-6") == (22, 6) and parse_night_hours("0-5") == (0, 5)
+    for bad in ("22", "25-6", "6-6", "night"):
+        with pytest.raises(ValueError, match="FRAUD_NIGHT_HOURS"):
+            parse_night_hours(bad)
+    for bad in ("0", "-1", "nan", "inf"):
+        with pytest.raises(ValueError, match="FRAUD_SMALL_AMOUNT"):
+            parse_small_amount(bad)
+    code = (
+        "from fraud_assets.lib.features.definitions import NIGHT_HOURS, SMALL_AMOUNT;"
+        "print(sorted(NIGHT_HOURS), SMALL_AMOUNT)"
+    )
+    env = os.environ | {"FRAUD_NIGHT_HOURS": "1-4", "FRAUD_SMALL_AMOUNT": "2.5"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["[1,", "2,", "3]", "2.5"]
+
+
+def test_a_bundle_built_with_other_feature_conventions_is_refused() -> None:
+    from fraud_assets.lib.bundle import BundleError, validate_manifest
+    from fraud_assets.lib.features.definitions import FEATURE_PARAMETERS
+
+    manifest = {
+        "model_name": "m",
+        "features": ["amount"],
+        "categoricals": [],
+        "store_as_of": "2026-03-01",
+        "variants": {"champion": {"version": "1", "thresholds": {"review": 0.1, "decline": 0.9}}},
+        "traffic": {"challenger_share": 0.0, "mode": "split"},
+    }
+    assert validate_manifest(manifest | {"feature_parameters": FEATURE_PARAMETERS})
+    other = FEATURE_PARAMETERS | {"small_amount": FEATURE_PARAMETERS["small_amount"] + 1}
+    with pytest.raises(BundleError, match="FRAUD_SMALL_AMOUNT"):
+        validate_manifest(manifest | {"feature_parameters": other})

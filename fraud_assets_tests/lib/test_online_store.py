@@ -327,6 +327,7 @@ def _reference_online_features(
     )
     for name in TERMINAL_FEATURES:
         out[name] = float((terminal or {}).get(name, 0.0))
+    out["amount_to_terminal_mean_30d"] = amount_to_mean(amount, out["terminal_amount_mean_30d"])
     for c in categoricals:
         out[c] = UNKNOWN_CATEGORY if tx.get(c) is None else str(tx[c])
     if not update:

@@ -24,8 +24,10 @@ from fraud_assets.lib.versioning import code_version, data_version
 
 MATURITY_DAYS = settings.LABEL_MATURITY_DAYS
 REACH_DAYS = terminal_lookback_days(MATURITY_DAYS)  # the furthest any window reaches back
+_PARAMETERS = definitions.FEATURE_PARAMETERS  # conventions from the environment
 FEATURES_CODE_VERSION = (
-    f"{FEATURE_CODE_VERSION}-m{MATURITY_DAYS}-{code_version(definitions, batch)}"
+    f"{FEATURE_CODE_VERSION}-m{MATURITY_DAYS}-s{_PARAMETERS['small_amount']:g}"
+    f"-n{'-'.join(map(str, _PARAMETERS['night_hours']))}-{code_version(definitions, batch)}"
 )
 SPLIT = SplitConfig(
     settings.TRAIN_DAYS, settings.DELAY_DAYS, settings.TEST_DAYS, maturity_days=MATURITY_DAYS

@@ -51,6 +51,7 @@ class TrainingConfig(dg.Config):
     early_stopping_rounds: int = _DEFAULT.early_stopping_rounds
     thread_count: int = _DEFAULT.thread_count
     random_seed: int = _DEFAULT.random_seed
+    genuine_sample_rate: float = settings.TRAIN_GENUINE_SAMPLE_RATE
 
     def params(self) -> CatBoostParams:
         return CatBoostParams(**self.model_dump())

@@ -24,8 +24,7 @@ from fraud_assets.lib.features.definitions import (
     LOOKBACK_DAYS,
     MATURE,
     MIN_LOG_SPREAD,
-    NIGHT_END_HOUR,
-    NIGHT_START_HOUR,
+    NIGHT_HOURS,
     NO_PREVIOUS_SECONDS,
     SMALL_AMOUNT,
     TERMINAL_FEATURES,
@@ -276,7 +275,12 @@ def _terminal_features(
     tx = (
         _between(history, lo - timedelta(days=reach), hi)
         .lazy()
-        .select("transaction_id", "_term", day=pl.col("ts").dt.date())
+        .select(
+            "transaction_id",
+            "_term",
+            day=pl.col("ts").dt.date(),
+            units=(pl.col("amount").cast(pl.Float64) * AMOUNT_SCALE),
+        )
     )
     known = (
         labels.lazy()
@@ -305,6 +309,9 @@ def _terminal_features(
     key_cell = days(keys["day"]) * n_terms + key_term
     # Transactions before day D: the count of day d is cumulated from day d + 1 on.
     tx_before = table(days(tx["day"]) + 1, tx_term)
+    # Integer amount units (half to even, as the customer windows): float64 sums of integers
+    # are exact, so the mean does not depend on the rows' order.
+    units_before = table(days(tx["day"]) + 1, tx_term, np.rint(tx["units"].to_numpy()))
     fraud_day, known_day = days(frauds["day"]), days(frauds["known"])
     cols = {}
     for shift, suffix in ((0, ""), (maturity_days, MATURE)):
@@ -323,6 +330,11 @@ def _terminal_features(
             cols[f"terminal_risk_{w}d{suffix}"] = np.divide(
                 frauds_known, count, out=np.zeros(len(count)), where=count > 0
             )
+    units = units_before[key_cell] - units_before[key_cell - LOOKBACK_DAYS * n_terms]
+    count = cols[f"terminal_tx_count_{LOOKBACK_DAYS}d"]
+    cols["terminal_amount_mean_30d"] = (
+        np.divide(units, count, out=np.zeros(len(count)), where=count > 0) / AMOUNT_SCALE
+    )
     return keys.with_columns(pl.DataFrame(cols).select(TERMINAL_FEATURES))
 
 
@@ -376,9 +388,7 @@ def batch_features(
             pl.col("amount").cast(pl.Float64),
             hour.cast(pl.Float64).alias("hour"),
             (pl.col("ts").dt.weekday() >= 6).cast(pl.Float64).alias("is_weekend"),
-            ((hour >= NIGHT_START_HOUR) | (hour < NIGHT_END_HOUR))
-            .cast(pl.Float64)
-            .alias("is_night"),
+            hour.is_in(sorted(NIGHT_HOURS)).cast(pl.Float64).alias("is_night"),
             *(pl.col(c).fill_null(UNKNOWN_CATEGORY).cast(pl.String) for c in cats),
             "_term",
             day=pl.col("ts").dt.date(),
@@ -397,6 +407,12 @@ def batch_features(
         raise AssertionError("customer features out of row order")  # never silent
     frame = frame.hstack(terminal.select(TERMINAL_FEATURES).get_columns()).hstack(
         customer.select(CUSTOMER_FEATURES).get_columns()
+    )
+    mean = frame["terminal_amount_mean_30d"].to_numpy()
+    frame = frame.with_columns(  # = amount_to_mean(amount, terminal mean)
+        amount_to_terminal_mean_30d=np.divide(
+            frame["amount"].to_numpy(), mean, out=np.ones(frame.height), where=mean > 0
+        )
     )
     return frame.select(*FEATURE_ROW_KEYS, *feature_columns(cats))
 

@@ -1,10 +1,11 @@
 """The declared feature set: names, windows and the scalar definitions both paths share.
 
 Definitions, for a transaction at time t on day D (UTC):
-- time: hour of day, weekend, night (22:00-06:00).
+- time: hour of day, weekend, night (by default 22:00-06:00, ``FRAUD_NIGHT_HOURS``).
 - customer windows over 1, 7 and 30 days *up to and including* the transaction: count, mean
   and max amount; the amount relative to the 30-day mean; a 1-hour velocity (count, and
-  count of small online amounts, the signature of card testing). Transactions at the same
+  count of small online amounts, the signature of card testing; "small" is below
+  ``FRAUD_SMALL_AMOUNT``, 5 by default, in the data's currency). Transactions at the same
   instant are ordered by transaction_id, and a transaction never sees those after it.
 - the customer's own normal, from the 30 days *before* the transaction (it is not part of
   what it is compared with): the z-score of log(1 + amount) against the mean and spread of
@@ -19,6 +20,8 @@ Definitions, for a transaction at time t on day D (UTC):
     window's labels have arrived; still only labels known by the end of D-1 count.
   Known-ness at day granularity means one daily snapshot per terminal serves a whole day
   exactly, online and in batch.
+- the terminal's mean amount over days D-30 .. D-1 (in its daily snapshot) and the
+  transaction's amount relative to it.
 - merchant category and channel as CatBoost categoricals, when the source has them.
 
 Plain Python (no Polars, no numpy): the online path and the scoring service import it.
@@ -27,14 +30,52 @@ Plain Python (no Polars, no numpy): the online path and the scoring service impo
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-FEATURE_CODE_VERSION = "features-v2"  # bump when a definition changes (also hashed in MLflow)
+from fraud_assets.lib.contracts import NIGHT_HOURS_ENV, SMALL_AMOUNT_ENV
+
+FEATURE_CODE_VERSION = "features-v3"  # bump when a definition changes (also hashed in MLflow)
 WINDOWS_DAYS = (1, 7, 30)
 VELOCITY_SECONDS = 3_600
-SMALL_AMOUNT = 5.0
-NIGHT_START_HOUR, NIGHT_END_HOUR = 22, 6
+
+
+def parse_night_hours(raw: str) -> tuple[int, int]:
+    """ "22-6" -> (22, 6): night from the first hour (included) to the second (excluded)."""
+    try:
+        start, end = (int(part) for part in raw.split("-"))
+    except ValueError:
+        raise ValueError(f"{NIGHT_HOURS_ENV} must look like 22-6, got {raw!r}") from None
+    if not (0 <= start < 24 and 0 <= end < 24) or start == end:
+        raise ValueError(f"{NIGHT_HOURS_ENV}: two different hours in 0..23, got {raw!r}")
+    return start, end
+
+
+def parse_small_amount(raw: str) -> float:
+    value = float(raw)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{SMALL_AMOUNT_ENV} must be a positive amount, got {raw!r}")
+    return value
+
+
+# Conventions of a deployment, not facts of one data set (the currency, the local night):
+# read once, here, so the batch path, the online path and the service agree. The bundle
+# records them and the service refuses a bundle built with others.
+SMALL_AMOUNT = parse_small_amount(os.environ.get(SMALL_AMOUNT_ENV, "").strip() or "5")
+NIGHT_START_HOUR, NIGHT_END_HOUR = parse_night_hours(
+    os.environ.get(NIGHT_HOURS_ENV, "").strip() or "22-6"
+)
+NIGHT_HOURS = frozenset(
+    h
+    for h in range(24)
+    if (NIGHT_START_HOUR <= h < NIGHT_END_HOUR)
+    or (NIGHT_START_HOUR > NIGHT_END_HOUR and (h >= NIGHT_START_HOUR or h < NIGHT_END_HOUR))
+)
+FEATURE_PARAMETERS = {
+    "small_amount": SMALL_AMOUNT,
+    "night_hours": [NIGHT_START_HOUR, NIGHT_END_HOUR],
+}
 CATEGORICAL_COLUMNS = ("merchant_category", "channel")
 UNKNOWN_CATEGORY = "unknown"
 # The keys each feature row carries besides its features.
@@ -89,8 +130,18 @@ TERMINAL_FEATURES = [
     ),
     *(f"{c}{MATURE}" for c in TERMINAL_COUNT_COLUMNS),
     *(f"terminal_risk_{w}d{MATURE}" for w in WINDOWS_DAYS),
+    "terminal_amount_mean_30d",  # the terminal's typical amount, days D-30 .. D-1
 ]
-NUMERIC_FEATURES = ["amount", *TIME_FEATURES, *CUSTOMER_FEATURES, *TERMINAL_FEATURES]
+TERMINAL_AMOUNT_MEAN = TERMINAL_FEATURES.index("terminal_amount_mean_30d")
+# The transaction against its terminal's typical amount: 1.0 for a terminal without history.
+CROSS_FEATURES = ["amount_to_terminal_mean_30d"]
+NUMERIC_FEATURES = [
+    "amount",
+    *TIME_FEATURES,
+    *CUSTOMER_FEATURES,
+    *TERMINAL_FEATURES,
+    *CROSS_FEATURES,
+]
 
 
 def terminal_lookback_days(maturity_days: int) -> int:
@@ -113,7 +164,7 @@ def available_categoricals(columns: Sequence[str]) -> list[str]:
 
 
 def is_night(hour: int) -> int:
-    return int(hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR)
+    return int(hour in NIGHT_HOURS)
 
 
 def is_small_online(amount: float, channel: str | None, has_channel: bool) -> int:

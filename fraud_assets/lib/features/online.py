@@ -14,10 +14,10 @@ from fraud_assets.lib.features.definitions import (
     CATEGORICAL_COLUMNS,
     CUSTOMER_FEATURES,
     EPOCH,
-    NIGHT_END_HOUR,
-    NIGHT_START_HOUR,
+    NIGHT_HOURS,
     NO_PREVIOUS_SECONDS,
     SMALL_AMOUNT,
+    TERMINAL_AMOUNT_MEAN,
     TERMINAL_FEATURES,
     TIE_SLOTS,
     UNKNOWN_CATEGORY,
@@ -189,17 +189,18 @@ def online_columns(
         stats.append(customer)
     hours = [ts_us // 3_600_000_000 % 24 for ts_us in stamps]  # = time_features, by column
     n_customer, n_terminal = len(CUSTOMER_FEATURES), len(TERMINAL_FEATURES)
+    terminals = list(map(terminal_of, [tx["terminal_id"] for tx in txs]))
     return [
         amounts,
         [float(hour) for hour in hours],
         [float((ts_us // US_PER_DAY + 3) % 7 >= 5) for ts_us in stamps],
-        [float(hour >= NIGHT_START_HOUR or hour < NIGHT_END_HOUR) for hour in hours],
+        [float(hour in NIGHT_HOURS) for hour in hours],
         *(zip(*stats, strict=True) if stats else [()] * n_customer),
-        *(
-            zip(*map(terminal_of, [tx["terminal_id"] for tx in txs]), strict=True)
-            if txs
-            else [()] * n_terminal
-        ),
+        *(zip(*terminals, strict=True) if txs else [()] * n_terminal),
+        [
+            amount_to_mean(amount, terminal[TERMINAL_AMOUNT_MEAN])
+            for amount, terminal in zip(amounts, terminals, strict=True)
+        ],
         *(
             [UNKNOWN_CATEGORY if (v := tx.get(c)) is None else str(v) for tx in txs]
             for c in CATEGORICAL_COLUMNS  # column order, whatever order `categoricals` has
@@ -236,7 +237,8 @@ def online_vector(
         for c in CATEGORICAL_COLUMNS
         if c in categoricals
     ]
-    return (amount, *time_features(ts_us), *customer, *terminal, *cats)
+    cross = amount_to_mean(amount, terminal[TERMINAL_AMOUNT_MEAN])
+    return (amount, *time_features(ts_us), *customer, *terminal, cross, *cats)
 
 
 def online_features(
