@@ -24,6 +24,13 @@ from fraud_assets.lib.metrics import (
 from fraud_assets.lib.schema import SCENARIO
 
 
+def card_day_clusters(rows: pl.DataFrame) -> np.ndarray:
+    """Cluster ids 0 .. k-1 of (customer, day): a card's transactions of one day are not
+    independent, so bootstrap intervals resample them together."""
+    key = pl.concat_str("customer_id", pl.col("ts").dt.date().cast(pl.String))
+    return rows.select(key).to_series().rank("dense").to_numpy() - 1
+
+
 @dataclass(frozen=True)
 class CostModel:
     review_cost: float = 5.0  # analyst time per alert

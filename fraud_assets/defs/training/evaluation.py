@@ -16,7 +16,12 @@ from fraud_assets.lib.contracts import (
     THRESHOLD_TAGS,
     TRAIN_WINDOW_TAG,
 )
-from fraud_assets.lib.evaluation import CostModel, choose_thresholds, evaluate_scores
+from fraud_assets.lib.evaluation import (
+    CostModel,
+    card_day_clusters,
+    choose_thresholds,
+    evaluate_scores,
+)
 from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
@@ -231,13 +236,7 @@ def _compare(test: pl.DataFrame, scores: dict[str, Any]) -> dict[str, dict[str, 
     bootstrap over card-days (a card's transactions of one day are not independent)."""
     from fraud_assets.lib.monitoring.ab import bootstrap_clustered_ap_difference
 
-    card_days = (
-        test.select(pl.concat_str("customer_id", pl.col("ts").dt.date().cast(pl.String)))
-        .to_series()
-        .rank("dense")
-        .to_numpy()
-        - 1
-    )
+    card_days = card_day_clusters(test)
     y = test["label"].to_numpy()
     out = {}
     for name, score in scores.items():
