@@ -41,7 +41,11 @@ CHECK_MODULES = [ingestion_checks, evaluation, smoke_test]
 def default_source() -> TransactionSourceResource:
     options: dict = {}
     if settings.SOURCE == "simulator":
-        options = {"seed": settings.SIM_SEED, "size": settings.SIM_SIZE}
+        options = {
+            "seed": settings.SIM_SEED,
+            "size": settings.SIM_SIZE,
+            "difficulty": settings.SIM_DIFFICULTY,
+        }
         if settings.SIM_DRIFT:
             options["drift"] = json.loads(settings.SIM_DRIFT)
     return TransactionSourceResource(

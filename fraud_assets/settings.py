@@ -71,6 +71,9 @@ SOURCE_CONFIG = os.environ.get("FRAUD_SOURCE_CONFIG", "").strip() or None
 # Simulator size: 1.0 is the demo (~8k transactions/day); 100 gives ~1M/day.
 SIM_SEED = int(_env("FRAUD_SIM_SEED", "7"))
 SIM_SIZE = float(_env("FRAUD_SIM_SIZE", "1.0"))
+# "realistic" (default) or "classic" (each fraud kind has one tell-tale feature; the figures
+# of earlier versions): lib/simulation.py says what differs.
+SIM_DIFFICULTY = _env("FRAUD_SIM_DIFFICULTY", "realistic")
 SIM_DRIFT = os.environ.get("FRAUD_SIM_DRIFT", "").strip() or None  # JSON list of scenarios
 
 # Demo range: the last DEMO_DAYS complete days before DEMO_END (default: yesterday).

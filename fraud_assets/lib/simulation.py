@@ -47,11 +47,17 @@ SCENARIOS = (
     "compromised_card",
     "card_testing",
     "new_pattern",
+    "account_takeover",
 )
-_NONE, _LARGE, _TERMINAL, _CARD, _TESTING, _NEW = range(len(SCENARIOS))
+_NONE, _LARGE, _TERMINAL, _CARD, _TESTING, _NEW, _TAKEOVER = range(len(SCENARIOS))
 
 # Independent random streams per day, so adding a scenario never shifts another's draws.
-_S_DAY, _S_TERMINAL, _S_CARD, _S_TESTING, _S_NEW, _S_LABEL = range(1, 7)
+_S_DAY, _S_TERMINAL, _S_CARD, _S_TESTING, _S_NEW, _S_LABEL, _S_TAKEOVER = range(1, 8)
+# classic: each fraud kind has one tell-tale feature (kept for comparisons with earlier
+# figures). realistic (the default): compromised cards spend moderately more at terminals
+# new to the card, account takeovers, terminal compromises detected late, customers whose
+# spending spread differs more.
+DIFFICULTIES = ("classic", "realistic")
 _DAY_SECONDS = 86_400
 
 
@@ -81,6 +87,7 @@ class SimulationConfig:
 
     seed: int = 7
     size: float = 1.0
+    difficulty: Literal["classic", "realistic"] = "realistic"
     customers_per_size: int = 4_000
     terminals_per_size: int = 8_000
     online_terminal_share: float = 0.1
@@ -95,12 +102,30 @@ class SimulationConfig:
     card_compromise_share: float = 1 / 3
     card_compromise_amount_factor: float = 4.0
     card_testing_rate: float = 0.0004
+    # realistic only: compromised-card purchases at x1.5-3 the usual amount, most of them at
+    # terminals the card never used; account takeovers (a burst of online purchases at
+    # unfamiliar merchants within hours); terminal compromises whose frauds are only
+    # reported once the compromise is found, days later; a wider range of spending spreads.
+    card_compromise_amount_range: tuple[float, float] = (1.5, 3.0)
+    card_compromise_new_terminal_share: float = 0.7
+    takeover_rate: float = 0.0002
+    takeover_amount_range: tuple[float, float] = (1.5, 5.0)
+    terminal_detection_lag_days: tuple[float, float] = (5.0, 20.0)
+    customer_sigma_range: tuple[float, float] = (0.15, 1.2)
     # Labels: frauds are confirmed 1-30 days later (most within a week: customers report
     # quickly, chargebacks take longer); genuine ones after a fixed maturity.
     fraud_label_delay_days: tuple[float, float] = (1.0, 30.0)
     fraud_label_delay_mean_days: float = 5.0
     genuine_maturity_days: float = 30.0
     drift: tuple[DriftScenario, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {self.difficulty!r}")
+
+    @property
+    def realistic(self) -> bool:
+        return self.difficulty == "realistic"
 
     @property
     def n_customers(self) -> int:
@@ -122,8 +147,15 @@ class SimulationConfig:
             DriftScenario(**{**d, "start": date.fromisoformat(str(d["start"]))})
             for d in raw.pop("drift", ()) or ()
         )
-        if "fraud_label_delay_days" in raw:
-            raw["fraud_label_delay_days"] = tuple(raw["fraud_label_delay_days"])
+        for key in (
+            "fraud_label_delay_days",
+            "card_compromise_amount_range",
+            "takeover_amount_range",
+            "terminal_detection_lag_days",
+            "customer_sigma_range",
+        ):
+            if key in raw:
+                raw[key] = tuple(raw[key])
         return cls(**raw, drift=drift)
 
     @staticmethod
@@ -174,7 +206,9 @@ def build_population(config: SimulationConfig) -> Population:
     digital = online[category[online] == _DIGITAL_GOODS]
     return Population(
         customer_median=rng.uniform(10, 80, n_c),
-        customer_sigma=rng.uniform(0.3, 0.9, n_c),
+        customer_sigma=rng.uniform(
+            *(config.customer_sigma_range if config.realistic else (0.3, 0.9)), n_c
+        ),
         customer_rate=rng.uniform(0.2, 4.0, n_c),
         customer_online=rng.beta(2, 8, n_c),
         customer_nearby=nearby,
@@ -279,7 +313,14 @@ def _apply_fraud(config: SimulationConfig, pop: Population, day: date, rows: _Ro
         & (rows.scenario == _NONE)
     )
     rows.scenario[hit] = _CARD
-    rows.amount[hit] *= config.card_compromise_amount_factor
+    if config.realistic:
+        n_hit = int(hit.sum())
+        rows.amount[hit] *= rng.uniform(*config.card_compromise_amount_range, n_hit)
+        # The fraudster shops where the card never did: any terminal, in person or online.
+        moved = np.flatnonzero(hit)[rng.random(n_hit) < config.card_compromise_new_terminal_share]
+        rows.terminal[moved] = rng.integers(0, n_t, len(moved))
+    else:
+        rows.amount[hit] *= config.card_compromise_amount_factor
 
     hit = (rng.random(len(rows.customer)) < config.large_amount_rate) & (rows.scenario == _NONE)
     rows.scenario[hit] = _LARGE
@@ -327,6 +368,25 @@ def _new_pattern_rows(config: SimulationConfig, pop: Population, day: date) -> _
     return _Rows(customer, terminal, seconds, amount, np.full(n, _NEW, np.int8))
 
 
+def _takeover_rows(config: SimulationConfig, pop: Population, day: date) -> _Rows:
+    """Account takeover (realistic only): a burst of 2-6 online purchases within a few hours
+    at merchants the customer never used, at 1.5-5x their usual amount."""
+    empty = _Rows(*(np.empty(0, dtype=t) for t in (np.int64, np.int64, np.int64, float, np.int8)))
+    if not config.realistic:
+        return empty
+    rng = _rng(config, day.toordinal(), _S_TAKEOVER)
+    n_c = len(pop.customer_rate)
+    victims = rng.choice(n_c, min(n_c, rng.poisson(config.takeover_rate * n_c)), replace=False)
+    per_victim = rng.integers(2, 7, len(victims))
+    customer = np.repeat(victims, per_victim)
+    n = len(customer)
+    start = np.repeat(rng.uniform(0, _DAY_SECONDS - 4 * 3600, len(victims)), per_victim)
+    seconds = np.minimum(start + rng.uniform(0, 3 * 3600, n), _DAY_SECONDS - 1).astype(np.int64)
+    amount = pop.customer_median[customer] * rng.uniform(*config.takeover_amount_range, n)
+    terminal = pop.online_terminals[rng.integers(0, len(pop.online_terminals), n)]
+    return _Rows(customer, terminal, seconds, amount, np.full(n, _TAKEOVER, np.int8))
+
+
 class Simulator:
     """Deterministic, partition-addressable transaction source."""
 
@@ -371,8 +431,10 @@ def _simulate_day(config: SimulationConfig, day: date) -> pl.DataFrame:
     pop = build_population(config)
     rows = _legit_rows(config, pop, day)
     _apply_fraud(config, pop, day, rows)
-    rows = rows.extend(_card_testing_rows(config, pop, day)).extend(
-        _new_pattern_rows(config, pop, day)
+    rows = (
+        rows.extend(_card_testing_rows(config, pop, day))
+        .extend(_new_pattern_rows(config, pop, day))
+        .extend(_takeover_rows(config, pop, day))
     )
     # Deterministic order: time, then customer, then terminal; ids follow that order.
     order = np.lexsort((rows.terminal, rows.customer, rows.seconds))
@@ -381,10 +443,13 @@ def _simulate_day(config: SimulationConfig, day: date) -> pl.DataFrame:
     is_fraud = (scenario != _NONE).astype(np.int8)
     label_rng = _rng(config, day.toordinal(), _S_LABEL)
     lo, hi = config.fraud_label_delay_days
+    fraud_delay = lo + label_rng.exponential(config.fraud_label_delay_mean_days - lo, n)
+    if config.realistic:  # a compromised terminal's frauds surface once it is found
+        lag = label_rng.uniform(*config.terminal_detection_lag_days, n)
+        fraud_delay = np.where(scenario == _TERMINAL, fraud_delay + lag, fraud_delay)
     delay_s = np.where(
         is_fraud == 1,
-        np.clip(lo + label_rng.exponential(config.fraud_label_delay_mean_days - lo, n), lo, hi)
-        * _DAY_SECONDS,
+        np.clip(fraud_delay, lo, hi) * _DAY_SECONDS,
         config.genuine_maturity_days * _DAY_SECONDS,
     ).astype(np.int64)
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)

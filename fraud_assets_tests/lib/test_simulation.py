@@ -58,7 +58,13 @@ def test_fraud_rate_and_every_scenario_in_band() -> None:
     rate = df["is_fraud"].mean()
     assert 0.005 <= rate <= 0.011, rate
     shares = dict(df.group_by("fraud_scenario").len().iter_rows())
-    for scenario in ("large_amount", "compromised_terminal", "compromised_card", "card_testing"):
+    for scenario in (
+        "large_amount",
+        "compromised_terminal",
+        "compromised_card",
+        "card_testing",
+        "account_takeover",
+    ):
         assert shares.get(scenario, 0) / df.height > 0.0003, (scenario, shares)
     assert "new_pattern" not in shares  # only with a concept-drift scenario
     assert (df["is_fraud"] == (df["fraud_scenario"] != "none")).all()
@@ -172,3 +178,37 @@ def test_drift_from_json(text: str) -> None:
     (scenario,) = SimulationConfig.parse_drift(text)
     assert scenario.kind == "covariate"
     assert scenario.start == date(2026, 4, 1)
+
+
+def test_realistic_fraud_is_harder_than_classic() -> None:
+    """Compromised cards spend x1.5-3 mostly at terminals new to the card; takeovers are
+    bursts of online purchases at merchants the customer never used; a compromised
+    terminal's frauds are reported late; classic keeps the one-feature tells."""
+    days = [START + timedelta(days=i) for i in range(20)]
+    frames = {}
+    for difficulty in ("classic", "realistic"):
+        sim = Simulator(SimulationConfig(seed=4, size=0.5, difficulty=difficulty))
+        frames[difficulty] = pl.concat([sim.day_with_label_times(d) for d in days])
+        pop = sim.population
+    real, classic = frames["realistic"], frames["classic"]
+    assert "account_takeover" not in set(classic["fraud_scenario"])
+    # Same legitimate traffic for a given population: compare the card's usual spend.
+    card = real.filter(pl.col("fraud_scenario") == "compromised_card")
+    cust = card["customer_id"].str.slice(1).cast(pl.Int64).to_numpy()
+    term = card["terminal_id"].str.slice(1).cast(pl.Int64).to_numpy()
+    usual = np.concatenate([pop.customer_nearby, pop.customer_online_merchants], axis=1)
+    new_terminal = ~(usual[cust] == term[:, None]).any(axis=1)
+    assert 0.5 < new_terminal.mean() < 0.9
+    takeover = real.filter(pl.col("fraud_scenario") == "account_takeover")
+    assert takeover.height > 8 and (takeover["channel"] == "online").all()
+    for _, burst in takeover.group_by("customer_id", pl.col("ts").dt.date()):
+        assert (burst["ts"].max() - burst["ts"].min()) <= timedelta(hours=3)
+
+    def delay(df: pl.DataFrame, scenario: str) -> float:
+        rows = df.filter(pl.col("fraud_scenario") == scenario)
+        return float(((rows["known_at"] - rows["ts"]).dt.total_seconds() / 86_400).median())
+
+    assert delay(real, "compromised_terminal") > delay(classic, "compromised_terminal") + 4
+    assert abs(delay(real, "compromised_card") - delay(classic, "compromised_card")) < 2
+    with pytest.raises(ValueError, match="difficulty"):
+        SimulationConfig(difficulty="nightmare")
