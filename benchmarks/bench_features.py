@@ -139,6 +139,18 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     out["customer_seconds_since_previous"] = np.where(
         gap < NO_PREVIOUS_SECONDS, gap, NO_PREVIOUS_SECONDS
     )
+    # Earlier visits of the customer to this terminal within the 30 days (the row itself out).
+    # The grouped rolling output is in group order and indexed by ts: carry each row's
+    # position through the window (its max is the row itself) to put the counts back.
+    df["pos"] = np.arange(len(df), dtype=float)
+    visits = (
+        df.groupby(["customer_id", "terminal_id"], sort=False)
+        .rolling(f"{LOOKBACK_DAYS}D", on="ts", closed="right")[["amount", "pos"]]
+        .agg({"amount": "count", "pos": "max"})
+    )
+    counts = np.empty(len(df))
+    counts[visits["pos"].to_numpy().astype(int)] = visits["amount"].to_numpy() - 1.0
+    out["customer_terminal_tx_count_30d"] = counts
     out = out[(out["ts"] >= lo) & (out["ts"] < hi)].copy()
     out["day"] = out["ts"].dt.floor("D")
 

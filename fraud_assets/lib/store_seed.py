@@ -1,7 +1,8 @@
 """The online store's seed: customer histories and terminal snapshots as of a day, and the
 two npz files of a bundle's ``store/`` folder that carry them.
 
-``customers.npz`` holds the histories in CSR layout (ids, offsets, keys, amounts, small);
+``customers.npz`` holds the histories in CSR layout (ids, offsets, keys, amounts, small, and
+terminals as codes into a table of terminal ids);
 ``terminals.npz`` the terminal snapshot (ids, column names, float64 matrix).
 
 Numpy only (no Polars): the service reads the seed with it. Building a seed from raw frames
@@ -98,8 +99,9 @@ def _write_customers(
     keys: list[int] = []
     amounts: list[float] = []
     small: list[int] = []
+    terminals: list[str] = []
     for customer_id in sorted(histories):
-        h_keys, h_amounts, h_small = histories[customer_id].to_arrays()
+        h_keys, h_amounts, h_small, h_terminals = histories[customer_id].to_arrays()
         if h_keys and h_keys[-1] >= start:
             raise StoreSeedError(
                 f"customer {customer_id!r} has history on or after store_as_of {store_as_of}"
@@ -111,7 +113,9 @@ def _write_customers(
         keys.extend(h_keys[first:])
         amounts.extend(h_amounts[first:])
         small.extend(h_small[first:])
+        terminals.extend(h_terminals[first:])
         offsets.append(len(keys))
+    names, codes = np.unique(np.array(terminals, dtype=np.str_), return_inverse=True)
     np.savez(
         target,
         customer_ids=np.array(ids, dtype=np.str_),
@@ -119,6 +123,8 @@ def _write_customers(
         keys=np.array(keys, dtype=np.int64),
         amounts=np.array(amounts, dtype=np.float64),
         small=np.array(small, dtype=np.int8),
+        terminal_names=names,
+        terminal_codes=codes.astype(np.int64),
     )
 
 
@@ -146,8 +152,14 @@ def read_seed(
     with np.load(store_dir / BUNDLE_CUSTOMERS_FILE, allow_pickle=False) as c:
         ids, offsets = c["customer_ids"].tolist(), c["offsets"]
         keys, amounts, small = c["keys"], c["amounts"], c["small"]
+        names, codes = c["terminal_names"].tolist(), c["terminal_codes"]
     if len(offsets) != len(ids) + 1 or offsets[-1] != len(keys):
         raise StoreSeedError(f"{BUNDLE_CUSTOMERS_FILE}: offsets do not match the arrays")
+    if not len(keys) == len(amounts) == len(small) == len(codes):
+        raise StoreSeedError(f"{BUNDLE_CUSTOMERS_FILE}: the entry arrays differ in length")
+    if len(codes) and not 0 <= codes.min() <= codes.max() < len(names):
+        raise StoreSeedError(f"{BUNDLE_CUSTOMERS_FILE}: terminal codes out of range")
+    terminal_list = [names[code] for code in codes.tolist()]
     customers: dict[str, CustomerHistory] = {}
     key_list, amount_list, small_list = keys.tolist(), amounts.tolist(), small.tolist()
     bounds = offsets.tolist()
@@ -155,7 +167,7 @@ def read_seed(
         lo, hi = bounds[i], bounds[i + 1]
         try:
             customers[customer_id] = CustomerHistory.from_arrays(
-                key_list[lo:hi], amount_list[lo:hi], small_list[lo:hi]
+                key_list[lo:hi], amount_list[lo:hi], small_list[lo:hi], terminal_list[lo:hi]
             )
         except ValueError:  # the slices have one length: the keys are out of order
             raise StoreSeedError(

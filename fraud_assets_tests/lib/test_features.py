@@ -277,6 +277,22 @@ def test_terminal_typical_amount_is_the_mean_of_the_30_days_before_the_day() -> 
     assert new["terminal_amount_mean_30d"] == 0.0 and new["amount_to_terminal_mean_30d"] == 1.0
 
 
+def test_terminal_visits_count_the_customers_earlier_transactions_there() -> None:
+    hist = _tx(
+        [
+            ("out", T0 - timedelta(days=30), "c1", "t1", 10.0, "online"),  # at t - 30d: out
+            ("in", T0 - timedelta(days=30) + timedelta(seconds=1), "c1", "t1", 10.0, "online"),
+            ("other", T0 - timedelta(hours=1), "c2", "t1", 10.0, "online"),  # another card
+            ("tie_a", T0, "c1", "t1", 10.0, "online"),
+            ("tie_b", T0, "c1", "t1", 10.0, "online"),  # sees tie_a, not the reverse
+            ("new", T0, "c1", "t2", 10.0, "online"),
+        ]
+    )
+    out = batch_features(hist, NO_LABELS, DAY)
+    visits = {t: _row(out, t)["customer_terminal_tx_count_30d"] for t in ("tie_a", "tie_b", "new")}
+    assert visits == {"tie_a": 1.0, "tie_b": 2.0, "new": 0.0}
+
+
 def test_no_leakage_from_later_rows_or_later_labels() -> None:
     sim = Simulator(SimulationConfig(seed=9, size=0.2))
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]

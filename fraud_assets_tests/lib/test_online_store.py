@@ -249,16 +249,23 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
 
 
 def test_history_constructors_validate_and_round_trip() -> None:
-    h = CustomerHistory.from_arrays([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0])
-    assert h.to_arrays() == ([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0])
+    h = CustomerHistory.from_arrays([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0], ["T1", "T2", "T1"])
+    assert h.to_arrays() == ([1, 5, 9], [2.5, 1.0, 7.25], [0, 1, 0], ["T1", "T2", "T1"])
     assert h.units == [25_000, 10_000, 72_500]
     with pytest.raises(ValueError, match="not increasing"):
-        CustomerHistory.from_arrays([1, 1], [2.0, 3.0], [0, 0])
+        CustomerHistory.from_arrays([1, 1], [2.0, 3.0], [0, 0], ["T1", "T1"])
     with pytest.raises(ValueError, match="length"):
-        CustomerHistory.from_arrays([1, 2], [2.0], [0, 0])
-    live = CustomerHistory.from_arrays([3, 10, 12], [4.0, 5.0, 6.0], [1, 0, 1])
+        CustomerHistory.from_arrays([1, 2], [2.0], [0, 0], ["T1", "T1"])
+    with pytest.raises(ValueError, match="length"):
+        CustomerHistory.from_arrays([1, 2], [2.0, 3.0], [0, 0], ["T1"])
+    live = CustomerHistory.from_arrays([3, 10, 12], [4.0, 5.0, 6.0], [1, 0, 1], ["T3"] * 3)
     assert h.extend(live, since=10) == 2
-    assert h.to_arrays() == ([1, 5, 9, 10, 12], [2.5, 1.0, 7.25, 5.0, 6.0], [0, 1, 0, 0, 1])
+    assert h.to_arrays() == (
+        [1, 5, 9, 10, 12],
+        [2.5, 1.0, 7.25, 5.0, 6.0],
+        [0, 1, 0, 0, 1],
+        ["T1", "T2", "T1", "T3", "T3"],
+    )
     assert h.extend(live, since=13) == 0
     with pytest.raises(ValueError, match="after"):
         h.extend(live, since=0)
@@ -294,7 +301,7 @@ def _reference_online_features(
     small = is_small_online(amount, tx.get("channel"), "channel" in categoricals)
     ts_us = ts_to_us(ts)
     key = history.next_key(ts_us)
-    history.add(key, amount, small)
+    history.add(key, amount, small, tx["terminal_id"])
     out: dict[str, Any] = {
         "amount": amount,
         "hour": float(ts.hour),
@@ -324,6 +331,9 @@ def _reference_online_features(
     )
     out["customer_seconds_since_previous"] = (
         (ts_us - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND if prior else NO_PREVIOUS_SECONDS
+    )
+    out["customer_terminal_tx_count_30d"] = float(
+        sum(t == tx["terminal_id"] for t in history.terminals[lo:own])
     )
     for name in TERMINAL_FEATURES:
         out[name] = float((terminal or {}).get(name, 0.0))

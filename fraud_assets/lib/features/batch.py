@@ -18,6 +18,7 @@ import polars as pl
 from fraud_assets.lib.features.definitions import (
     AMOUNT_SCALE,
     CUSTOMER_FEATURES,
+    CUSTOMER_TERMINAL_VISITS,
     DEFAULT_MATURITY_DAYS,
     FEATURE_ROW_KEYS,
     LOG_AMOUNT_SCALE,
@@ -130,6 +131,10 @@ def _prior_zscores(
     spread = np.sqrt(np.where(var > 0, var, 0.0))
     z = (own - mean) / np.maximum(spread, MIN_LOG_SPREAD * LOG_AMOUNT_SCALE)
     return np.where(enough, z, 0.0)
+
+
+# What customer_features computes: every customer feature but the terminal visits.
+WINDOW_FEATURES = [f for f in CUSTOMER_FEATURES if f != CUSTOMER_TERMINAL_VISITS]
 
 
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
@@ -250,8 +255,48 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
             .then(pl.col("amount") / pl.col("customer_amount_mean_30d"))
             .otherwise(1.0),
         )
-        .select("transaction_id", *CUSTOMER_FEATURES)
+        .select("transaction_id", *WINDOW_FEATURES)
     )
+
+
+def _customer_terminal_counts(history: pl.DataFrame, start: date, end: date | None) -> np.ndarray:
+    """customer_terminal_tx_count_30d of the transactions of days `start` .. `end`, in (ts,
+    transaction_id) order: the customer's earlier transactions at the same terminal in the
+    window (t - 30 days, t] (ties at t with a lower transaction_id are earlier).
+
+    The customer windows' method on (customer, terminal) pairs: one sort of packed (pair,
+    row) integers, then a binary search for each window's start within its pair's run.
+    """
+    lo, _ = _day_bounds(start)
+    _, hi = _day_bounds(end or start)
+    reach = _between(_prepare(history), lo - timedelta(days=LOOKBACK_DAYS), hi)
+    n, m = reach.height, _between(reach, lo, hi).height
+    out = np.zeros(m)
+    if m == 0:
+        return out
+    pair = (
+        reach.select(
+            (pl.col("_cust").cast(pl.Int64) * (1 << 32) + pl.col("_term").cast(pl.Int64))
+            .rank("dense")
+            .cast(pl.Int64)
+        )
+        .to_series()
+        .to_numpy()
+    )
+    packed = (pair << 32) | np.arange(n)
+    packed.sort()
+    order, group = packed & 0xFFFFFFFF, packed >> 32
+    t = reach["ts"].dt.epoch("us").to_numpy()
+    span = LOOKBACK_DAYS * US_PER_DAY
+    t0 = int(t.min())
+    stride = int(t.max()) - t0 + span + 1
+    for a, b in _group_chunks(group, stride):
+        source = order[a:b]
+        key = (group[a:b] - group[a]) * stride + (t[source] - t0)
+        prior = np.arange(b - a) - np.searchsorted(key, key - span, side="right")
+        asked = source >= n - m  # rows of the range (the last m in ts order)
+        out[source[asked] - (n - m)] = prior[asked]
+    return out
 
 
 def _terminal_features(
@@ -401,12 +446,15 @@ def batch_features(
         terminal = pool.submit(
             _terminal_features, history, labels, frame.select("_term", "day"), maturity_days
         )
+        visits = pool.submit(_customer_terminal_counts, history, start, end)
         customer = customer_features(history, start, end)
-        terminal = terminal.result()
+        terminal, visits = terminal.result(), visits.result()
     if not frame["transaction_id"].equals(customer["transaction_id"]):
         raise AssertionError("customer features out of row order")  # never silent
-    frame = frame.hstack(terminal.select(TERMINAL_FEATURES).get_columns()).hstack(
-        customer.select(CUSTOMER_FEATURES).get_columns()
+    frame = (
+        frame.hstack(terminal.select(TERMINAL_FEATURES).get_columns())
+        .hstack(customer.select(WINDOW_FEATURES).get_columns())
+        .with_columns(pl.Series(CUSTOMER_TERMINAL_VISITS, visits))
     )
     mean = frame["terminal_amount_mean_30d"].to_numpy()
     frame = frame.with_columns(  # = amount_to_mean(amount, terminal mean)

@@ -11,7 +11,8 @@ Definitions, for a transaction at time t on day D (UTC):
   what it is compared with): the z-score of log(1 + amount) against the mean and spread of
   the earlier log amounts (0 with fewer than two; the spread has a floor, so a customer
   whose amounts never varied does not make every change infinite), and the seconds since
-  the previous transaction (the window's length when there is none).
+  the previous transaction (the window's length when there is none), and how often the
+  customer used this terminal before in the window (0: a terminal new to the card).
 - terminal risk over 1, 7 and 30 days, in two forms (labels arrive late):
   - known so far: the terminal's transactions on days D-w .. D-1 and how many of them were
     *known* to be fraud by the end of day D-1;
@@ -113,6 +114,7 @@ CUSTOMER_FEATURES = [
     "customer_small_online_count_1h",
     "amount_zscore_to_customer_prior_30d",
     "customer_seconds_since_previous",
+    CUSTOMER_TERMINAL_VISITS := "customer_terminal_tx_count_30d",  # 0: a terminal new to it
 ]
 TERMINAL_COUNT_COLUMNS = [
     f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")

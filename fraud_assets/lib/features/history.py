@@ -31,23 +31,28 @@ class CustomerHistory:
     rebuilt when next used (a length that no longer matches shows it is stale).
     """
 
-    __slots__ = ("_win", "amounts", "keys", "small", "units")
+    __slots__ = ("_win", "amounts", "keys", "small", "terminals", "units")
 
     def __init__(self) -> None:
         self.keys: list[int] = []
         self.amounts: list[float] = []
         self.units: list[int] = []
         self.small: list[int] = []
+        self.terminals: list[str] = []  # where each transaction happened
         self._win: _Windows | None = None
 
     @classmethod
     def from_arrays(
-        cls, keys: Sequence[int], amounts: Sequence[float], small: Sequence[int]
+        cls,
+        keys: Sequence[int],
+        amounts: Sequence[float],
+        small: Sequence[int],
+        terminals: Sequence[str],
     ) -> CustomerHistory:
-        """A history of these entries (copied): keys strictly increasing, one amount and one
-        small flag per key. Raises ValueError otherwise."""
-        if not len(keys) == len(amounts) == len(small):
-            raise ValueError("keys, amounts and small differ in length")
+        """A history of these entries (copied): keys strictly increasing, one amount, small
+        flag and terminal id per key. Raises ValueError otherwise."""
+        if not len(keys) == len(amounts) == len(small) == len(terminals):
+            raise ValueError("keys, amounts, small and terminals differ in length")
         h = cls()
         h.keys = list(keys)
         if any(a >= b for a, b in zip(h.keys, h.keys[1:], strict=False)):
@@ -55,11 +60,12 @@ class CustomerHistory:
         h.amounts = list(amounts)
         h.units = [amount_units(a) for a in h.amounts]
         h.small = list(small)
+        h.terminals = list(terminals)
         return h
 
-    def to_arrays(self) -> tuple[list[int], list[float], list[int]]:
-        """Copies of (keys, amounts, small): what ``from_arrays`` takes back."""
-        return list(self.keys), list(self.amounts), list(self.small)
+    def to_arrays(self) -> tuple[list[int], list[float], list[int], list[str]]:
+        """Copies of (keys, amounts, small, terminals): what ``from_arrays`` takes back."""
+        return list(self.keys), list(self.amounts), list(self.small), list(self.terminals)
 
     def extend(self, other: CustomerHistory, since: int) -> int:
         """Append the entries of ``other`` from key ``since`` on (they must come after every
@@ -73,6 +79,7 @@ class CustomerHistory:
         self.amounts.extend(other.amounts[i:])
         self.units.extend(other.units[i:])
         self.small.extend(other.small[i:])
+        self.terminals.extend(other.terminals[i:])
         self._win = None  # rebuilt on next use
         return len(other.keys) - i
 
@@ -90,7 +97,7 @@ class CustomerHistory:
             )
         return base + (j - i)
 
-    def add(self, key: int, amount: float, small: int) -> None:
+    def add(self, key: int, amount: float, small: int, terminal: str) -> None:
         keys = self.keys
         units = amount_units(amount)
         if not keys or keys[-1] < key:  # appended: the window index follows in O(1)
@@ -99,6 +106,7 @@ class CustomerHistory:
             self.amounts.append(amount)
             self.units.append(units)
             self.small.append(small)
+            self.terminals.append(terminal)
             if win is not None:
                 win.push(key, amount, units, small)
             return
@@ -107,9 +115,10 @@ class CustomerHistory:
         self.amounts.insert(i, amount)
         self.units.insert(i, units)
         self.small.insert(i, small)
+        self.terminals.insert(i, terminal)
         self._win = None  # a late arrival: rebuilt on next use
 
-    def append_latest(self, key: int, amount: float, small: int) -> _Windows | None:
+    def append_latest(self, key: int, amount: float, small: int, terminal: str) -> _Windows | None:
         """The scoring hot path's ``add`` then ``prune``, for its common case: an entry later
         than every one held, to a history whose window index is built and in step. Returns
         the (updated) index; None, with nothing changed, when the case does not apply.
@@ -124,11 +133,12 @@ class CustomerHistory:
         # Python function call costs about as much as the arithmetic.
         units = round(amount * AMOUNT_SCALE)  # = amount_units(amount)
         logs = log_amount_units(amount)
-        amounts, units_, smalls = self.amounts, self.units, self.small
+        amounts, units_, smalls, terminals = self.amounts, self.units, self.small, self.terminals
         keys.append(key)
         amounts.append(amount)
         units_.append(units)
         smalls.append(small)
+        terminals.append(terminal)
         cu, cs, cl, cq, mk, mv = win.cu, win.cs, win.cl, win.cq, win.mk, win.mv
         cu.append(cu[-1] + units)
         cs.append(cs[-1] + small)
@@ -142,14 +152,15 @@ class CustomerHistory:
         cutoff = key - _LOOKBACK_SPAN
         if keys[0] <= cutoff:
             i = bisect.bisect_right(keys, cutoff)
-            del keys[:i], amounts[:i], units_[:i], smalls[:i], cu[:i], cs[:i], cl[:i], cq[:i]
+            del keys[:i], amounts[:i], units_[:i], smalls[:i], terminals[:i]
+            del cu[:i], cs[:i], cl[:i], cq[:i]
             j = bisect.bisect_right(mk, cutoff)
             del mk[:j], mv[:j]
         return win
 
     def remove(self, key: int) -> None:
         i = self.keys.index(key)
-        del self.keys[i], self.amounts[i], self.units[i], self.small[i]
+        del self.keys[i], self.amounts[i], self.units[i], self.small[i], self.terminals[i]
         self._win = None
 
     def prune(self, now_us: int) -> None:
@@ -160,7 +171,7 @@ class CustomerHistory:
             return
         win = self._current()
         i = bisect.bisect_right(keys, cutoff)
-        del keys[:i], self.amounts[:i], self.units[:i], self.small[:i]
+        del keys[:i], self.amounts[:i], self.units[:i], self.small[:i], self.terminals[:i]
         if win is not None:
             win.drop(i, cutoff)
 

@@ -80,17 +80,18 @@ def _customer_stats(history: CustomerHistory, key: int, amount: float) -> tuple[
         (key // TIE_SLOTS - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND
         if own > lo_longest
         else NO_PREVIOUS_SECONDS,
+        float(history.terminals[lo_longest:own].count(history.terminals[own])),
     )
 
 
 def _customer_window_general(
-    history: CustomerHistory, ts_us: int, amount: float, small: int
+    history: CustomerHistory, ts_us: int, amount: float, small: int, terminal: str
 ) -> tuple[float, ...]:
     """CUSTOMER_FEATURES of a transaction at ``ts_us``, which joins ``history`` (then pruned):
     any case (ties, late arrivals, a history without its index yet). ``online_vectors`` runs
     the common case in line and this for the rest."""
     key = history.next_key(ts_us)
-    history.add(key, amount, small)
+    history.add(key, amount, small, terminal)
     stats = _customer_stats(history, key, amount)
     history.prune(ts_us)
     return stats
@@ -145,10 +146,11 @@ def online_columns(
         # = is_small_online(amount, channel, has_channel)
         small = int(amount < SMALL_AMOUNT and (not has_channel or tx.get("channel") == "online"))
         history = history_of(tx["customer_id"])
+        terminal = str(tx["terminal_id"])
         key = ts_us * TIE_SLOTS
-        win = history.append_latest(key, amount, small)
+        win = history.append_latest(key, amount, small, terminal)
         if win is None:
-            customer = _customer_window_general(history, ts_us, amount, small)
+            customer = _customer_window_general(history, ts_us, amount, small, terminal)
         else:  # appended at the end (and pruned), index in step
             keys = history.keys
             cu, cs, cl, cq, mk, mv = win.cu, win.cs, win.cl, win.cq, win.mk, win.mv
@@ -183,6 +185,7 @@ def online_columns(
                 (ts_us - keys[own - 1] // TIE_SLOTS) / US_PER_SECOND
                 if own > lo_30
                 else NO_PREVIOUS_SECONDS,
+                float(history.terminals[lo_30:own].count(terminal)),
             )
         amounts.append(amount)
         stamps.append(ts_us)
@@ -229,7 +232,7 @@ def online_vector(
     ts_us = ts_to_us(tx["ts"])
     small = is_small_online(amount, tx.get("channel"), "channel" in categoricals)
     key = history.next_key(ts_us)
-    history.add(key, amount, small)
+    history.add(key, amount, small, str(tx["terminal_id"]))
     customer = _customer_stats(history, key, amount)
     history.remove(key)
     cats = [
