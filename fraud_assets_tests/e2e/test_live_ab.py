@@ -31,7 +31,7 @@ CHUNK = 200
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return build_world()
+    return build_world(size=0.3)  # ~3,000 transactions and ~30 frauds on the scored day
 
 
 def _no_skill(world: World) -> object:
