@@ -108,6 +108,8 @@ TRAIN_ITERATIONS = int(_env("FRAUD_TRAIN_ITERATIONS", "600"))
 # Share of genuine training rows kept (all frauds are): 1.0 keeps everything. See the
 # README's training benchmark for the time it saves and the AP it costs.
 TRAIN_GENUINE_SAMPLE_RATE = float(_env("FRAUD_TRAIN_GENUINE_SAMPLE_RATE", "1.0"))
+# The optional Optuna search before training (trials; 0 = off, the default).
+TUNING_TRIALS = int(_env("FRAUD_TUNING_TRIALS", "0"))
 
 # Promotion gate: an AP floor, and a margin that the lower bound of the 95% card-day bootstrap
 # interval of the AP gain over the champion must exceed.

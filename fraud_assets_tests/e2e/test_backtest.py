@@ -56,6 +56,7 @@ def test_backtest_on_my_own_csv_files(tmp_path: Path) -> None:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("FRAUD_", "DAGSTER_", "MLFLOW_"))
     }
+    env["FRAUD_TUNING_TRIALS"] = "2"  # the optional search, each trial a child run
     cmd = [
         sys.executable,
         "-m",
@@ -102,6 +103,12 @@ def test_backtest_on_my_own_csv_files(tmp_path: Path) -> None:
     assert evaluated.tags["train_window"] == "2026-01-31..2026-02-08"
     assert str(metrics["model_version"]) == str(evaluated.version) != str(refit.version)
     assert client.get_run(refit.run_id).data.tags["mlflow.parentRunId"] == evaluated.run_id
+    children = client.search_runs(
+        [client.get_run(evaluated.run_id).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{evaluated.run_id}'",
+    )
+    names = sorted(r.info.run_name for r in children)
+    assert names[:2] == ["refit 2026-02-18", "trial 0"] and names[2:] == ["trial 1"], names
     assert tags["threshold"] == evaluated.tags["threshold"] and float(tags["threshold"]) > 0
     assert tags["calibration_a"] == evaluated.tags["calibration_a"]
     assert len(tags["requirements_lock_sha256"]) == 16

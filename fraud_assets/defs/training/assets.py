@@ -52,9 +52,12 @@ class TrainingConfig(dg.Config):
     thread_count: int = _DEFAULT.thread_count
     random_seed: int = _DEFAULT.random_seed
     genuine_sample_rate: float = settings.TRAIN_GENUINE_SAMPLE_RATE
+    # Optuna trials over depth, learning rate and L2 before the final fit (0: off); each
+    # trial is a nested MLflow run.
+    tuning_trials: int = settings.TUNING_TRIALS
 
     def params(self) -> CatBoostParams:
-        return CatBoostParams(**self.model_dump())
+        return CatBoostParams(**self.model_dump(exclude={"tuning_trials"}))
 
 
 def _input_versions(
@@ -126,6 +129,32 @@ def _output(value: dict, metrics: dict[str, float]) -> dg.Output[dict]:
     )
 
 
+def _tune(
+    context: dg.AssetExecutionContext,
+    train: pl.DataFrame,
+    validation: pl.DataFrame,
+    features: list[str],
+    cats: list[str],
+    params: CatBoostParams,
+    trials: int,
+) -> CatBoostParams:
+    """The search, each trial a child run of the model's MLflow run."""
+    import mlflow
+
+    from fraud_assets.lib.tuning import tune_catboost
+
+    def log_trial(number: int, values: dict[str, float], ap: float) -> None:
+        with mlflow.start_run(run_name=f"trial {number}", nested=True):
+            mlflow.log_params(values)
+            mlflow.log_metric("validation_average_precision", ap)
+        context.log.info(f"trial {number + 1}/{trials}: {values} -> validation AP {ap:.4f}")
+
+    best, ap = tune_catboost(train, validation, features, cats, params, trials, log_trial)
+    context.log.info(f"search done: best validation AP {ap:.4f} with {best.as_dict()}")
+    mlflow.log_metric("tuning_best_validation_average_precision", ap)
+    return best
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="artifacts",
@@ -149,6 +178,8 @@ def fraud_model(
     if train["label"].sum() == 0:
         raise dg.Failure(f"fraud_model {day}: the train window has no known fraud to learn from")
     params = config.params()
+    if config.tuning_trials > 0:
+        params = _tune(context, train, validation, features, cats, params, config.tuning_trials)
     context.log.info(
         f"training CatBoost on {train.height} rows, early stopping on {validation.height}"
     )
