@@ -28,6 +28,8 @@ class SplitConfig:
     delay_days: int = 7
     test_days: int = 14
     validation_share: float = 0.2  # last part of the train window, for early stopping
+    # ... and at least this many days of it (one day's weekday pattern is not a sample).
+    min_validation_days: int = 2
     # Age at which a day's labels count as mature enough to refit on (the trade-off: a
     # smaller value gives fresher data whose late frauds still look genuine).
     maturity_days: int = 7
@@ -84,7 +86,8 @@ def build_training_set(
     day = pl.col("ts").dt.date()
     known = _known_labels(labels, cutoff)
     train_days = (w["train"][1] - w["train"][0]).days + 1
-    val_days = max(1, round(train_days * config.validation_share))
+    val_days = max(config.min_validation_days, round(train_days * config.validation_share))
+    val_days = max(1, min(val_days, train_days - 1))  # and some days left to train on
     val_start = w["train"][1] - timedelta(days=val_days - 1)
     train = _labelled(features, w["train"], known).with_columns(
         split=pl.when(day >= val_start).then(pl.lit("validation")).otherwise(pl.lit("train"))

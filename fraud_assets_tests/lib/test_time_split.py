@@ -8,6 +8,9 @@ from fraud_assets.lib.time_split import SplitConfig, build_refit_set, build_trai
 
 LAST = date(2026, 3, 31)
 CFG = SplitConfig(train_days=10, delay_days=3, test_days=5, validation_share=0.2)
+NO_LABELS = pl.DataFrame(
+    schema={"transaction_id": pl.String, "is_fraud": pl.Int8, "known_at": pl.Datetime("us", "UTC")}
+)
 
 
 def _at(day: date, hour: int = 12) -> datetime:
@@ -108,3 +111,13 @@ def test_a_maturity_beyond_the_split_is_refused() -> None:
 
     with pytest.raises(ValueError, match="maturity_days"):
         SplitConfig(train_days=10, delay_days=3, test_days=5, maturity_days=9)
+
+
+def test_the_validation_slice_holds_at_least_two_days() -> None:
+    """The literature's 7 train days: 20% would be one day; the slice keeps two."""
+    cfg = SplitConfig(train_days=7, delay_days=7, test_days=7, maturity_days=7)
+    start, end = cfg.windows(LAST)["train"]
+    rows = [(f"tx{i}", start + timedelta(days=i), f"c{i}") for i in range((end - start).days + 1)]
+    out = build_training_set(_features(rows), NO_LABELS, None, LAST, cfg)
+    validation = out.filter(pl.col("split") == "validation")["ts"].dt.date().unique().sort()
+    assert validation.to_list() == [end - timedelta(days=1), end]
