@@ -1,11 +1,13 @@
 """Model quality on the honest time split, per feature set: what the features buy.
 
 Run: .venv/bin/python benchmarks/bench_model_quality.py [--size 1.0] [--seed 7]
+    [--difficulty realistic]
 Simulates the demo's window, computes the features once, builds the default split (28 train /
 7 gap / 14 test days, cards already known compromised out of the test days) and trains
-CatBoost and the logistic baseline on every feature, without the customer's prior normal,
-without the mature terminal windows, and without both (features v1), then prints test AUC,
-AP and CP@100 for each. Same data, same split, same hyperparameters: the difference is the
+CatBoost and the logistic baseline on every feature (v3), without v3's additions (the card's
+visits to the terminal, the terminal's typical amount: v2), and without v2's as well (the
+customer's prior normal, the mature terminal windows: v1), then prints test AUC, AP and
+CP@100 for each. Same data, same split, same hyperparameters: the difference is the
 features.
 """
 
@@ -34,7 +36,7 @@ from fraud_assets.lib.modeling import (
     train_catboost,
     train_logistic,
 )
-from fraud_assets.lib.simulation import SimulationConfig, Simulator
+from fraud_assets.lib.simulation import DIFFICULTIES, SimulationConfig, Simulator
 from fraud_assets.lib.time_split import SplitConfig, build_training_set
 
 warnings.filterwarnings("ignore", message="Sortedness")
@@ -57,9 +59,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--difficulty", default="realistic", choices=DIFFICULTIES)
     args = parser.parse_args()
     split = SplitConfig()
-    sim = Simulator(SimulationConfig(seed=args.seed, size=args.size))
+    sim = Simulator(SimulationConfig(seed=args.seed, size=args.size, difficulty=args.difficulty))
     first = END - timedelta(days=split.total_days - 1)
     reach = terminal_lookback_days(DEFAULT_MATURITY_DAYS)
     days = [first - timedelta(days=reach - i) for i in range(split.total_days + reach)]
@@ -76,12 +79,13 @@ def main() -> None:
     )
     cats = available_categoricals(history.columns)
     every = feature_columns(cats)
-    prior = {"amount_zscore_to_customer_prior_30d", "customer_seconds_since_previous"}
+    v3 = {"customer_terminal_tx_count_30d", "terminal_amount_mean_30d"}
+    v3 |= {"amount_to_terminal_mean_30d"}
+    v2 = {"amount_zscore_to_customer_prior_30d", "customer_seconds_since_previous"}
     sets = {
-        "v2 (all)": every,
-        "v2 without prior normal": [f for f in every if f not in prior],
-        "v2 without mature windows": [f for f in every if MATURE not in f],
-        "v1 (neither)": [f for f in every if MATURE not in f and f not in prior],
+        "v3 (all)": every,
+        "v2": [f for f in every if f not in v3],
+        "v1": [f for f in every if f not in v3 and f not in v2 and MATURE not in f],
     }
     print(f"{'features':28}{'model':>10}{'AUC':>9}{'AP':>9}{'CP@100':>9}{'seconds':>9}")
     for name, features in sets.items():
