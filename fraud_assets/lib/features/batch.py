@@ -228,7 +228,8 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     # Back to (ts, transaction_id) order.
     back = np.empty(m, dtype=np.int64)
     back[order[asked] - (n - m)] = np.arange(m)
-    feats = pl.DataFrame({name: col[back] for name, col in out.items()})
+    # Polars gathers the columns in parallel (a random-order gather is memory-bound).
+    feats = pl.DataFrame(out).select(pl.all().gather(back))
     feats = feats.hstack(in_range.get_columns())
     # Means by Series arithmetic, not expressions: on a 1-row frame those divide by the scale
     # differently (in the last bit), and values must not depend on the number of rows.
@@ -264,8 +265,9 @@ def _customer_terminal_counts(history: pl.DataFrame, start: date, end: date | No
     transaction_id) order: the customer's earlier transactions at the same terminal in the
     window (t - 30 days, t] (ties at t with a lower transaction_id are earlier).
 
-    The customer windows' method on (customer, terminal) pairs: one sort of packed (pair,
-    row) integers, then a binary search for each window's start within its pair's run.
+    The customer windows' method on (customer, terminal) pairs: one stable sort by pair (rows
+    stay in time order within it), then a binary search for each window's start within its
+    pair's run.
     """
     lo, _ = _day_bounds(start)
     _, hi = _day_bounds(end or start)
@@ -274,18 +276,11 @@ def _customer_terminal_counts(history: pl.DataFrame, start: date, end: date | No
     out = np.zeros(m)
     if m == 0:
         return out
-    pair = (
-        reach.select(
-            (pl.col("_cust").cast(pl.Int64) * (1 << 32) + pl.col("_term").cast(pl.Int64))
-            .rank("dense")
-            .cast(pl.Int64)
-        )
-        .to_series()
-        .to_numpy()
-    )
-    packed = (pair << 32) | np.arange(n)
-    packed.sort()
-    order, group = packed & 0xFFFFFFFF, packed >> 32
+    cust = reach["_cust"].to_numpy().astype(np.int64)
+    term = reach["_term"].to_numpy().astype(np.int64)
+    pair = cust * (int(term.max()) + 1) + term
+    order = np.argsort(pair, kind="stable")  # by pair, then in (ts, transaction_id) order
+    group = pair[order]
     t = reach["ts"].dt.epoch("us").to_numpy()
     span = LOOKBACK_DAYS * US_PER_DAY
     t0 = int(t.min())
