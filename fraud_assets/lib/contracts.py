@@ -47,6 +47,7 @@ FEEDBACK_LABELS = "feedback"  # the service's /feedback log
 # Feature conventions (lib/features/definitions.py reads them; the bundle records them).
 SMALL_AMOUNT_ENV = "FRAUD_SMALL_AMOUNT"  # card-testing probes are below it (data's currency)
 NIGHT_HOURS_ENV = "FRAUD_NIGHT_HOURS"  # "22-6": night from 22:00 to 06:00 (UTC)
+MAX_CLOCK_AHEAD_ENV = "FRAUD_MAX_CLOCK_AHEAD_S"  # seconds a transaction may be ahead of the clock
 BUNDLE_ENV = "FRAUD_BUNDLE"  # the bundle folder (default: the one inside the Bento)
 SERVING_STATE_ENV = "FRAUD_SERVING_STATE"  # where its logs go
 ADMIN_KEY_ENV = "FRAUD_ADMIN_KEY"  # enables /admin/reload and /admin/rollback

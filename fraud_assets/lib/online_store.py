@@ -43,6 +43,10 @@ class OnlineStore(Protocol):
         """The customer's history (an empty one for a customer never seen)."""
         ...
 
+    def peek(self, customer_id: str) -> CustomerHistory | None:
+        """The history if the customer has one; never creates it."""
+        ...
+
     def save(self, customer_id: str, history: CustomerHistory) -> None:
         """Persist a history after ``online_features`` updated it (no-op when in process)."""
         ...
@@ -94,6 +98,10 @@ class EmbeddedStore:
                     history = self._customers[customer_id] = CustomerHistory()
                     self._created += 1
         return history
+
+    def peek(self, customer_id: str) -> CustomerHistory | None:
+        """The card's history if it has one (creates nothing: for checks before a write)."""
+        return self._customers.get(customer_id)
 
     def save(self, customer_id: str, history: CustomerHistory) -> None:
         """Nothing to do: ``history`` is the live object held in the dict."""

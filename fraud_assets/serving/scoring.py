@@ -32,6 +32,15 @@ import msgspec
 from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, LOGGED_TRANSACTION_FIELDS, SHADOW
 from fraud_assets.lib.features.online import online_vector, online_vectors
 from fraud_assets.lib.online_store import OnlineStore
+from fraud_assets.serving.admission import (
+    check_clock,
+    check_instants,
+    check_retries,
+    fingerprint,
+    in_batch,
+    in_single,
+    max_clock_ahead,
+)
 from fraud_assets.serving.deployment import (
     Deployment,
     Variant,
@@ -63,6 +72,7 @@ class Scored(msgspec.Struct, frozen=True, gc=False):
     row: tuple[Any, ...]
     variant: Variant
     deployment: Deployment
+    request: tuple[Any, ...]  # the fields it was sent with (``admission.fingerprint``)
 
 
 def _log_row(
@@ -112,6 +122,7 @@ class Scorer:
         self._swap_lock = threading.Lock()
         self._recent: OrderedDict[str, Scored] = OrderedDict()
         self.replayed = 0
+        self.max_clock_ahead = max_clock_ahead()
 
     # ------------------------------------------------------------------------ hot path
 
@@ -125,6 +136,11 @@ class Scorer:
         )
         store.save(tx.customer_id, history)
         return vector
+
+    def _answered(self, transaction_id: str) -> tuple[Any, ...] | None:
+        """The fields a recently answered transaction id was sent with."""
+        scored = self._recent.get(transaction_id)
+        return None if scored is None else scored.request
 
     def _remember(self, transaction_id: str, scored: Scored) -> None:
         """Keep the answer (and its row, for a retried explain) of recent transactions."""
@@ -143,10 +159,13 @@ class Scorer:
     def score(self, tx: Transaction, started: float) -> Scored:
         """Score one transaction (state update + log). ``started``: ``perf_counter()`` at
         request arrival, so latency covers parsing too."""
+        fields = tx.__dict__
         cached = self._recent.get(tx.transaction_id)
         if cached is not None:
+            check_retries([fields], self._answered, in_single)
             self.replayed += 1
             return cached
+        check_clock([fields], self.max_clock_ahead, in_single)
         dep = self.current
         name, shadow = route(
             tx.customer_id,
@@ -156,6 +175,7 @@ class Scorer:
         )
         variant = dep.variant(name)
         with self.store.lock:
+            check_instants([fields], self.store.peek, in_single)
             vector = self._vector(tx, dep)
         row = dep.model_row(vector)
         probability = variant.probability(row)
@@ -170,7 +190,7 @@ class Scorer:
             "variant": name,
             "latency_ms": latency_ms,
         }
-        scored = Scored(result, row, variant, dep)
+        scored = Scored(result, row, variant, dep, fingerprint(fields))
         self._remember(tx.transaction_id, scored)
         now = datetime.now(UTC)
         stamp, feats = now.isoformat(), dep.feature_row(*vector)
@@ -209,6 +229,13 @@ class Scorer:
         """
         dep = self.current
         store, recent = self.store, self._recent
+        # The whole request is checked before any row changes state (admission).
+        tids_all = [tx["transaction_id"] for tx in txs]
+        if not (recent.keys().isdisjoint(tids_all) and len(set(tids_all)) == len(tids_all)):
+            check_retries(txs, self._answered, in_batch)
+        check_clock(txs, self.max_clock_ahead, in_batch)
+        with store.lock:
+            check_instants(txs, store.peek, in_batch)
         has_challenger = dep.challenger is not None
         n = len(txs)
         results: list[dict[str, Any] | None] = [None] * n
@@ -298,8 +325,13 @@ class Scorer:
             ]
             for i, answer in zip(todo[lo:hi], answers, strict=True):
                 results[i] = answer
+            requests = map(fingerprint, scoring[lo:hi])
             self._remember_many(
-                zip(tids, map(Scored, answers, rows[lo:hi], used, repeat(dep)), strict=True)
+                zip(
+                    tids,
+                    map(Scored, answers, rows[lo:hi], used, repeat(dep), requests),
+                    strict=True,
+                )
             )
             feats = list(starmap(dep.feature_row, vectors[lo:hi]))
             fields_and_features = (

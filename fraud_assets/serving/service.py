@@ -129,7 +129,10 @@ class FraudScoring:
             body = parse(ScoreRequest, await request.body())
         except RequestError as error:
             return error_response(error)
-        scored = self.scorer.score(body.transaction, started)
+        try:
+            scored = self.scorer.score(body.transaction, started)
+        except RequestError as error:  # refused before it changed any state (admission)
+            return error_response(error)
         if not body.explain:
             return json_response(scored.result)
         reasons = await anyio.to_thread.run_sync(self.scorer.explain, scored)
@@ -151,6 +154,8 @@ class FraudScoring:
                 next(steps)
             except StopIteration as done:
                 return json_response({"results": done.value})
+            except RequestError as error:  # raised before the first row changed state
+                return error_response(error)
             await asyncio.sleep(0)  # let single transactions in between chunks
 
     @bentoml.api(

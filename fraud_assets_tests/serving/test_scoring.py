@@ -241,3 +241,84 @@ def test_write_bundle_refuses_models_trained_on_other_features(
             terminal_rows={},
             store_as_of=world.last_day,
         )
+
+
+# ------------------------------------------------- requests that would corrupt state: refused
+
+
+def _state(scorer: Scorer, customer_id: str) -> tuple:
+    history = scorer.store.peek(customer_id)
+    return None if history is None else history.to_arrays()
+
+
+def test_a_transaction_far_ahead_of_the_clock_is_refused_and_prunes_nothing(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from fraud_assets.serving.schemas import RequestError
+
+    scorer = _scorer(bundle, tmp_path)
+    tx = _day(world, 1)[0]
+    before = _state(scorer, tx.customer_id)
+    future = tx.model_copy(
+        update={"transaction_id": "x-2199", "ts": datetime(2199, 1, 1, tzinfo=UTC)}
+    )
+    with pytest.raises(RequestError) as single:
+        scorer.score(future, time.perf_counter())
+    assert (single.value.status, single.value.field) == (422, "transaction.ts")
+    rows = _rows(_day(world, 5)) + _rows([future])
+    with pytest.raises(RequestError) as batch:
+        scorer.score_batch(rows, time.perf_counter())
+    assert (batch.value.status, batch.value.field) == (422, "transactions.5.ts")
+    assert _state(scorer, tx.customer_id) == before  # nothing of either request applied
+    assert scorer.score(tx, time.perf_counter()).result["transaction_id"] == tx.transaction_id
+
+
+def test_more_same_instant_transactions_than_the_history_orders_are_refused_whole(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    from fraud_assets.lib.features.definitions import TIE_SLOTS
+    from fraud_assets.serving.schemas import RequestError
+
+    scorer = _scorer(bundle, tmp_path)
+    tx = _day(world, 1)[0]
+    burst = [
+        dict(tx.__dict__, transaction_id=f"burst-{i}") for i in range(TIE_SLOTS - 1)
+    ]  # exactly as many as one instant holds
+    scorer.score_batch(burst[:1000], time.perf_counter())
+    held = _state(scorer, tx.customer_id)
+    more = [*burst[1000:], dict(tx.__dict__, transaction_id="one-too-many")]
+    with pytest.raises(RequestError) as refused:
+        scorer.score_batch(more, time.perf_counter())
+    assert refused.value.status == 422 and refused.value.error == "too_many_at_instant"
+    assert _state(scorer, tx.customer_id) == held  # the refused batch changed nothing
+    scorer.score_batch(burst[1000:], time.perf_counter())  # what still fits is accepted
+    assert len(_state(scorer, tx.customer_id)[0]) == len(held[0]) + len(burst) - 1000
+
+
+def test_a_retried_id_with_another_payload_is_a_conflict_naming_the_fields(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    from fraud_assets.serving.schemas import RequestError
+
+    scorer = _scorer(bundle, tmp_path)
+    tx = _day(world, 1)[0]
+    first = scorer.score(tx, time.perf_counter()).result
+    assert scorer.score(tx, time.perf_counter()).result == first  # a true retry: same answer
+    other = tx.model_copy(update={"amount": tx.amount + 1, "customer_id": "someone-else"})
+    with pytest.raises(RequestError) as single:
+        scorer.score(other, time.perf_counter())
+    assert single.value.status == 409
+    assert "customer_id" in single.value.message and "amount" in single.value.message
+    with pytest.raises(RequestError) as batch:
+        scorer.score_batch(_rows([other]), time.perf_counter())
+    assert (batch.value.status, batch.value.field) == (409, "transactions.0.transaction_id")
+    # Two rows of one batch with one id and different payloads: refused before scoring.
+    fresh = _day(world, 3)[2]
+    twins = [*_rows([fresh]), dict(fresh.__dict__, amount=fresh.amount + 5)]
+    before = _state(scorer, fresh.customer_id)
+    with pytest.raises(RequestError) as dup:
+        scorer.score_batch(twins, time.perf_counter())
+    assert (dup.value.status, dup.value.field) == (409, "transactions.1.transaction_id")
+    assert _state(scorer, fresh.customer_id) == before
