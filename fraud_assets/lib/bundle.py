@@ -16,6 +16,7 @@ knows it did not race a writer.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -222,6 +223,12 @@ def write_bundle(
             write_seed(tmp / BUNDLE_STORE_DIR, customer_histories, terminal_rows, store_as_of)
         except StoreSeedError as exc:
             raise BundleError(str(exc)) from None
+        # Every file's SHA-256: a loader refuses a bundle whose files are not what was built.
+        manifest["checksums"] = {
+            file.relative_to(tmp).as_posix(): _sha256(file)
+            for file in sorted(tmp.rglob("*"))
+            if file.is_file()
+        }
         # The manifest goes last: a folder with a manifest is a complete bundle.
         (tmp / BUNDLE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         _swap_into_place(tmp, path)
@@ -248,10 +255,40 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     return validate_manifest(raw)
 
 
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_checksums(path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> None:
+    """Raise BundleError unless every file the manifest lists has its recorded SHA-256 (a
+    truncated copy, a zeroed block or a swapped model file is refused, not served)."""
+    path = Path(path)
+    checksums = manifest.get("checksums")
+    if not isinstance(checksums, Mapping) or not checksums:
+        raise BundleError("the manifest lists no checksums: rebuild the bundle")
+    for rel, expected in checksums.items():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise BundleError(f"checksums: {rel!r} is not a path inside the bundle")
+        file = path / rel
+        try:
+            actual = _sha256(file)
+        except FileNotFoundError:
+            raise BundleError(f"{rel} is missing from the bundle") from None
+        if actual != expected:
+            raise BundleError(f"{rel} does not match its checksum in the manifest")
+
+
 def read_store_seed(path: str | os.PathLike[str]) -> StoreSeed:
-    """The online store seed of the bundle at ``path`` (numpy only, no pickles)."""
+    """The online store seed of the bundle at ``path`` (numpy only, no pickles), its files
+    checked against the manifest."""
     path = Path(path)
     manifest = read_manifest(path)
+    verify_checksums(path, manifest)
     try:
         customers, terminals = read_seed(path / BUNDLE_STORE_DIR)
     except StoreSeedError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from fraud_assets.lib.bundle import BundleError, model_path, read_manifest
+from fraud_assets.lib.bundle import BundleError, model_path, read_manifest, verify_checksums
 from fraud_assets.lib.calibration import Platt
 from fraud_assets.lib.contracts import APPROVE, CHALLENGER, CHAMPION, DECLINE, REVIEW
 from fraud_assets.lib.features.definitions import UNKNOWN_CATEGORY, feature_columns
@@ -232,6 +232,7 @@ def load_deployment(path: str | os.PathLike[str], attempts: int = 3) -> Deployme
     for attempt in range(attempts):
         try:
             manifest = read_manifest(path)
+            verify_checksums(path, manifest)
             models = {
                 name: _load_variant(catboost, path, manifest, name) for name in manifest["variants"]
             }

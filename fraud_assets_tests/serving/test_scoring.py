@@ -219,6 +219,32 @@ def test_a_broken_bundle_is_refused_and_the_old_one_keeps_serving(
     assert scorer.score(_day(world, 1)[0], time.perf_counter()).result["model_version"]
 
 
+def test_a_model_file_with_zeroed_bytes_fails_its_checksum_on_reload(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    """256 zeroed bytes inside the model file still load in CatBoost (different scores under
+    the same bundle id); the manifest's checksums refuse them, and a damaged seed too."""
+    from fraud_assets.lib.bundle import read_store_seed
+    from fraud_assets.lib.contracts import BUNDLE_CUSTOMERS_FILE, BUNDLE_STORE_DIR
+
+    scorer = _scorer(bundle, tmp_path)
+    damaged = write_world_bundle(world, tmp_path / "damaged")
+    model = damaged / BUNDLE_MODELS_DIR / "champion.cbm"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 256] = bytes(256)
+    model.write_bytes(bytes(data))
+    scorer.bundle_path = damaged
+    with pytest.raises(BundleError, match=r"champion\.cbm does not match its checksum"):
+        scorer.reload()
+    assert (
+        scorer.current.bundle_id == json.loads((bundle / BUNDLE_MANIFEST).read_text())["bundle_id"]
+    )
+    seed = write_world_bundle(world, tmp_path / "seed") / BUNDLE_STORE_DIR / BUNDLE_CUSTOMERS_FILE
+    seed.write_bytes(seed.read_bytes()[:-10])
+    with pytest.raises(BundleError, match="checksum"):
+        read_store_seed(tmp_path / "seed")
+
+
 def test_write_bundle_refuses_models_trained_on_other_features(
     world: World, tmp_path: Path
 ) -> None:
