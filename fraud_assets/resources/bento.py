@@ -64,3 +64,10 @@ class BentoBuilder(dg.ConfigurableResource):
 
         bento = bentoml.bentos.build_bentofile(str(folder / BENTOFILE), build_ctx=str(folder))
         return str(bento.tag)
+
+    def bento_path(self, tag: str) -> str:
+        """The built Bento's folder in the store (``bentoml serve`` takes it as a target)."""
+        os.environ["BENTOML_HOME"] = self.bentoml_home
+        import bentoml
+
+        return str(bentoml.get(tag).path)

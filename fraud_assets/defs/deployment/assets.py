@@ -147,6 +147,7 @@ def fraud_bento(
             "traffic": traffic,
             "bundle": str(bundle),
             "bentoml_home": bento_builder.bentoml_home,
+            "path": bento_builder.bento_path(tag),
             "store_as_of": online_feature_store["as_of"],
         },
         metadata={

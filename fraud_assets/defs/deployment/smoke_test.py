@@ -86,11 +86,14 @@ def bento_smoke_test(
 
     state = storage.work_dir("bento_smoke", context.partition_key)
     shutil.rmtree(state, ignore_errors=True)
+    # The built Bento's folder, served with a private BENTOML_HOME: BentoML wipes
+    # $BENTOML_HOME/prometheus_multiproc_dir when a server starts, and a service running from
+    # the shared store would lose its metrics to this check.
     env = os.environ | {
-        "BENTOML_HOME": fraud_bento["bentoml_home"],
+        "BENTOML_HOME": str(state / "bentoml_home"),
         contracts.SERVING_STATE_ENV: str(state),
     }
-    server = BentoServer(fraud_bento["tag"], log_path=state / "server.log", env=env)
+    server = BentoServer(fraud_bento["path"], log_path=state / "server.log", env=env)
     txs = _sample_transactions(online_feature_store)
     served, versions = [], []
     try:
