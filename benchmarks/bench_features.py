@@ -151,6 +151,12 @@ def pandas_features(tx: pd.DataFrame, labels: pd.DataFrame, start: date, end: da
     counts = np.empty(len(df))
     counts[visits["pos"].to_numpy().astype(int)] = visits["amount"].to_numpy() - 1.0
     out["customer_terminal_tx_count_30d"] = counts
+    # Distinct terminals of the customer in the window (the row's own included).
+    df["term_code"] = df["terminal_id"].astype("category").cat.codes.astype(float)
+    distinct = by_customer.rolling(f"{LOOKBACK_DAYS}D", on="ts", closed="right")["term_code"]
+    out["customer_distinct_terminals_30d"] = distinct.apply(
+        lambda codes: len(np.unique(codes)), raw=True
+    ).to_numpy()
     out = out[(out["ts"] >= lo) & (out["ts"] < hi)].copy()
     out["day"] = out["ts"].dt.floor("D")
 

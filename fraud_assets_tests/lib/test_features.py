@@ -291,6 +291,9 @@ def test_terminal_visits_count_the_customers_earlier_transactions_there() -> Non
     out = batch_features(hist, NO_LABELS, DAY)
     visits = {t: _row(out, t)["customer_terminal_tx_count_30d"] for t in ("tie_a", "tie_b", "new")}
     assert visits == {"tie_a": 1.0, "tie_b": 2.0, "new": 0.0}
+    distinct = {t: _row(out, t)["customer_distinct_terminals_30d"] for t in ("tie_a", "new")}
+    # ("new" sorts before "tie_a" at the same instant; "out" is outside; t1 counts once)
+    assert distinct == {"tie_a": 2.0, "new": 2.0}
 
 
 def test_no_leakage_from_later_rows_or_later_labels() -> None:

@@ -335,6 +335,7 @@ def _reference_online_features(
     out["customer_terminal_tx_count_30d"] = float(
         sum(t == tx["terminal_id"] for t in history.terminals[lo:own])
     )
+    out["customer_distinct_terminals_30d"] = float(len(set(history.terminals[lo : own + 1])))
     for name in TERMINAL_FEATURES:
         out[name] = float((terminal or {}).get(name, 0.0))
     out["amount_to_terminal_mean_30d"] = amount_to_mean(amount, out["terminal_amount_mean_30d"])

@@ -17,6 +17,7 @@ import polars as pl
 
 from fraud_assets.lib.features.definitions import (
     AMOUNT_SCALE,
+    CUSTOMER_DISTINCT_TERMINALS,
     CUSTOMER_FEATURES,
     CUSTOMER_TERMINAL_VISITS,
     DEFAULT_MATURITY_DAYS,
@@ -133,8 +134,10 @@ def _prior_zscores(
     return np.where(enough, z, 0.0)
 
 
-# What customer_features computes: every customer feature but the terminal visits.
-WINDOW_FEATURES = [f for f in CUSTOMER_FEATURES if f != CUSTOMER_TERMINAL_VISITS]
+# What customer_features computes: every customer feature but the terminal ones.
+WINDOW_FEATURES = [
+    f for f in CUSTOMER_FEATURES if f not in (CUSTOMER_TERMINAL_VISITS, CUSTOMER_DISTINCT_TERMINALS)
+]
 
 
 def customer_features(history: pl.DataFrame, start: date, end: date | None = None) -> pl.DataFrame:
@@ -260,38 +263,65 @@ def customer_features(history: pl.DataFrame, start: date, end: date | None = Non
     )
 
 
-def _customer_terminal_counts(history: pl.DataFrame, start: date, end: date | None) -> np.ndarray:
-    """customer_terminal_tx_count_30d of the transactions of days `start` .. `end`, in (ts,
-    transaction_id) order: the customer's earlier transactions at the same terminal in the
-    window (t - 30 days, t] (ties at t with a lower transaction_id are earlier).
+def _customer_terminal_features(
+    history: pl.DataFrame, start: date, end: date | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(customer_terminal_tx_count_30d, customer_distinct_terminals_30d) of the transactions
+    of days `start` .. `end`, in (ts, transaction_id) order, over the window (t - 30 days, t]
+    (ties at t with a lower transaction_id are earlier; the transaction itself counts among
+    the distinct terminals, not among the earlier visits).
 
-    The customer windows' method on (customer, terminal) pairs: one stable sort by pair (rows
-    stay in time order within it), then a binary search for each window's start within its
-    pair's run.
+    Visits: one stable sort by (customer, terminal) pair (rows stay in time order within it),
+    then a binary search for each window's start within its pair's run. Distinct terminals,
+    in customer order with window starts s_i: a row j is a repeat inside row i's window when
+    its pair's previous row p(j) is at or after s_i; since s_i never decreases, that holds for
+    i from j up to the last row whose window starts at or before p(j). So each repeat adds 1
+    over one interval of rows (a difference array), and distinct = window rows - repeats.
     """
     lo, _ = _day_bounds(start)
     _, hi = _day_bounds(end or start)
     reach = _between(_prepare(history), lo - timedelta(days=LOOKBACK_DAYS), hi)
     n, m = reach.height, _between(reach, lo, hi).height
-    out = np.zeros(m)
     if m == 0:
-        return out
+        return np.zeros(0), np.zeros(0)
     cust = reach["_cust"].to_numpy().astype(np.int64)
     term = reach["_term"].to_numpy().astype(np.int64)
-    pair = cust * (int(term.max()) + 1) + term
-    order = np.argsort(pair, kind="stable")  # by pair, then in (ts, transaction_id) order
-    group = pair[order]
     t = reach["ts"].dt.epoch("us").to_numpy()
     span = LOOKBACK_DAYS * US_PER_DAY
     t0 = int(t.min())
     stride = int(t.max()) - t0 + span + 1
-    for a, b in _group_chunks(group, stride):
-        source = order[a:b]
-        key = (group[a:b] - group[a]) * stride + (t[source] - t0)
-        prior = np.arange(b - a) - np.searchsorted(key, key - span, side="right")
-        asked = source >= n - m  # rows of the range (the last m in ts order)
-        out[source[asked] - (n - m)] = prior[asked]
-    return out
+
+    def window_starts(group: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Index of each row's window start, rows sorted by (group, time)."""
+        starts = np.empty(len(group), dtype=np.int64)
+        for a, b in _group_chunks(group, stride):
+            key = (group[a:b] - group[a]) * stride + (times[a:b] - t0)
+            starts[a:b] = a + np.searchsorted(key, key - span, side="right")
+        return starts
+
+    pair = cust * (int(term.max()) + 1) + term
+    by_pair = np.argsort(pair, kind="stable")  # rows by pair, then in (ts, id) order
+    pair_sorted = pair[by_pair]
+    visits = np.empty(n)
+    visits[by_pair] = np.arange(n) - window_starts(pair_sorted, t[by_pair])
+
+    by_customer = np.argsort(cust, kind="stable")
+    position = np.empty(n, dtype=np.int64)  # each row's place in customer order
+    position[by_customer] = np.arange(n)
+    s = window_starts(cust[by_customer], t[by_customer])
+    previous = np.full(n, -1, dtype=np.int64)  # the pair's previous row, customer order
+    repeat = pair_sorted[1:] == pair_sorted[:-1]
+    previous[position[by_pair[1:][repeat]]] = position[by_pair[:-1][repeat]]
+    rows = np.arange(n)
+    last = np.searchsorted(s, previous, side="right") - 1
+    counted = (previous >= 0) & (last >= rows)
+    repeats = np.cumsum(
+        np.bincount(rows[counted], minlength=n + 1)
+        - np.bincount(last[counted] + 1, minlength=n + 1)
+    )[:n]
+    distinct = np.empty(n)
+    distinct[by_customer] = (rows - s + 1) - repeats
+    return visits[n - m :], distinct[n - m :]
 
 
 def _terminal_features(
@@ -441,15 +471,18 @@ def batch_features(
         terminal = pool.submit(
             _terminal_features, history, labels, frame.select("_term", "day"), maturity_days
         )
-        visits = pool.submit(_customer_terminal_counts, history, start, end)
+        places = pool.submit(_customer_terminal_features, history, start, end)
         customer = customer_features(history, start, end)
-        terminal, visits = terminal.result(), visits.result()
+        terminal, (visits, distinct) = terminal.result(), places.result()
     if not frame["transaction_id"].equals(customer["transaction_id"]):
         raise AssertionError("customer features out of row order")  # never silent
     frame = (
         frame.hstack(terminal.select(TERMINAL_FEATURES).get_columns())
         .hstack(customer.select(WINDOW_FEATURES).get_columns())
-        .with_columns(pl.Series(CUSTOMER_TERMINAL_VISITS, visits))
+        .with_columns(
+            pl.Series(CUSTOMER_TERMINAL_VISITS, visits),
+            pl.Series(CUSTOMER_DISTINCT_TERMINALS, distinct),
+        )
     )
     mean = frame["terminal_amount_mean_30d"].to_numpy()
     frame = frame.with_columns(  # = amount_to_mean(amount, terminal mean)

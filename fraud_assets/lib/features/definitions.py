@@ -12,7 +12,8 @@ Definitions, for a transaction at time t on day D (UTC):
   the earlier log amounts (0 with fewer than two; the spread has a floor, so a customer
   whose amounts never varied does not make every change infinite), and the seconds since
   the previous transaction (the window's length when there is none), and how often the
-  customer used this terminal before in the window (0: a terminal new to the card).
+  customer used this terminal before in the window (0: a terminal new to the card), and
+  how many distinct terminals it used in the window (this transaction's included).
 - terminal risk over 1, 7 and 30 days, in two forms (labels arrive late):
   - known so far: the terminal's transactions on days D-w .. D-1 and how many of them were
     *known* to be fraud by the end of day D-1;
@@ -115,6 +116,7 @@ CUSTOMER_FEATURES = [
     "amount_zscore_to_customer_prior_30d",
     "customer_seconds_since_previous",
     CUSTOMER_TERMINAL_VISITS := "customer_terminal_tx_count_30d",  # 0: a terminal new to it
+    CUSTOMER_DISTINCT_TERMINALS := "customer_distinct_terminals_30d",  # this one included
 ]
 TERMINAL_COUNT_COLUMNS = [
     f"terminal_{stat}_{w}d" for w in WINDOWS_DAYS for stat in ("tx_count", "fraud_count")

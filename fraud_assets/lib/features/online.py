@@ -81,6 +81,7 @@ def _customer_stats(history: CustomerHistory, key: int, amount: float) -> tuple[
         if own > lo_longest
         else NO_PREVIOUS_SECONDS,
         float(history.terminals[lo_longest:own].count(history.terminals[own])),
+        float(len(set(history.terminals[lo_longest:hi]))),
     )
 
 
@@ -186,6 +187,7 @@ def online_columns(
                 if own > lo_30
                 else NO_PREVIOUS_SECONDS,
                 float(history.terminals[lo_30:own].count(terminal)),
+                float(len(set(history.terminals[lo_30:end]))),
             )
         amounts.append(amount)
         stamps.append(ts_us)
