@@ -51,7 +51,10 @@ MAX_CLOCK_AHEAD_ENV = "FRAUD_MAX_CLOCK_AHEAD_S"  # seconds a transaction may be 
 BUNDLE_ENV = "FRAUD_BUNDLE"  # the bundle folder (default: the one inside the Bento)
 SERVING_STATE_ENV = "FRAUD_SERVING_STATE"  # where its logs go
 ADMIN_KEY_ENV = "FRAUD_ADMIN_KEY"  # enables /admin/reload and /admin/rollback
-DEFAULT_SERVING_STATE = "serving_state"  # relative to the folder the service runs in
+DEFAULT_SERVING_STATE = "serving_state"  # relative to the repo (settings makes it absolute)
+ONLINE_STORE_ENV = "FRAUD_ONLINE_STORE"  # "embedded" (default) or a redis:// URL
+WORKERS_ENV = "FRAUD_SERVING_WORKERS"  # worker processes per server (>1 needs Redis)
+STORE_MAX_LAG_ENV = "FRAUD_STORE_MAX_LAG_S"  # traffic this far past the store's day: degraded
 
 # ------------------------------------------------------------------ the service's logs
 # Under the serving-state root: predictions and errors in day folders, one file per process
@@ -105,6 +108,16 @@ def day_log_files(state_root: str | os.PathLike[str], log: str, day: date) -> li
 
 def feedback_file(state_root: str | os.PathLike[str]) -> Path:
     return Path(state_root) / FEEDBACK_LOG / FEEDBACK_FILE
+
+
+# ------------------------------------------------------------------ the control plane
+# Under the serving-state root: what the pipeline tells running services, and what they
+# answer. Pointers are JSON files replaced atomically (``lib/control.py``).
+CONTROL_DIR = "control"
+DEPLOYMENT_POINTER = "deployment.json"  # the bundle every worker should serve
+TERMINALS_POINTER = "terminals.json"  # the freshest terminal snapshots (daily refresh)
+TERMINALS_DIR = "terminals"  # the snapshot files the pointer names
+WORKERS_DIR = "workers"  # one heartbeat file per serving worker: what it has loaded
 
 
 # --------------------------------------------------------------------- bundle layout

@@ -1,35 +1,72 @@
 """Online feature state: what the scoring service reads and updates per transaction.
 
-The interface is small on purpose (Dagster's project_ml shape: one interface, a local and a
-shared implementation):
+One interface, two implementations (Dagster's project_ml shape: a local and a shared one),
+chosen by ``FRAUD_ONLINE_STORE`` (``open_store``):
 
-- ``EmbeddedStore``: in-process dicts, seeded from a bundle's npz files and updated in place
-  by every scored transaction. Exact only when ONE process scores all traffic, which is why
-  the service runs a single worker with this backend.
-- A Redis backend implements the same interface for several workers/replicas: ``history``
-  reads the customer's entries, ``save`` writes them back (with a 31-day TTL),
-  ``terminal_values`` reads a hash written by the ``online_feature_store`` asset,
-  ``load_seed`` bulk-loads a bundle's seed with a pipeline. It is not implemented yet; the
-  embedded store is the default.
+- ``EmbeddedStore`` (default, unset or ``embedded``): in-process dicts, seeded from a
+  bundle's npz files and updated in place. Exact only when ONE process scores all traffic,
+  so the service refuses more than one worker with it.
+- ``RedisStore`` (``redis://host:port/db``): histories, terminal snapshots and the record of
+  every applied transaction id in Redis, shared by any number of workers and replicas.
 
-Thread-safety: each method is safe on its own; a read-modify-write sequence (history ->
-online_features -> save) must hold ``store.lock`` so concurrent transactions of one customer
-are applied one at a time, in order.
+Both apply transactions through the same Python feature code (``features.online_vectors``):
+the store only decides where the histories come from and how the update is made atomic. In
+process that is a lock; in Redis it is optimistic concurrency (WATCH the customers' keys,
+read, compute, MULTI/EXEC the new histories, retry on conflict), so two workers scoring one
+card at once apply its transactions one after the other, never losing one. No feature logic
+is duplicated in a Lua script.
+
+``apply`` runs a caller's ``check`` on the very state it is about to change, before changing
+it: a refused request changes nothing.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
-from datetime import date
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
 from fraud_assets.lib.bundle import read_store_seed
-from fraud_assets.lib.features.definitions import terminal_values
+from fraud_assets.lib.contracts import LOGGED_TRANSACTION_FIELDS, ONLINE_STORE_ENV
+from fraud_assets.lib.features.definitions import (
+    LOOKBACK_DAYS,
+    TIE_SLOTS,
+    US_PER_DAY,
+    terminal_values,
+)
 from fraud_assets.lib.features.history import CustomerHistory
-from fraud_assets.lib.store_seed import store_day_key
+from fraud_assets.lib.features.online import online_vectors
+from fraud_assets.lib.store_seed import StoreSeed, store_day_key
+
+# A card idle this long (in the data's time) has nothing any window can still reach.
+IDLE_DAYS = LOOKBACK_DAYS + 1
+_IDLE_SPAN = IDLE_DAYS * US_PER_DAY * TIE_SLOTS  # in history-key units
+# The embedded store sweeps idle cards after this many new ones (and at every reseed).
+EVICT_EVERY = 50_000
+_UNKNOWN_TERMINAL = terminal_values(None)
+
+Peek = Callable[[str], CustomerHistory | None]
+Recorded = Callable[[str], tuple[Any, ...] | None]
+# check(txs, peek, recorded): raise to refuse the request; called before any change.
+Check = Callable[[Sequence[Mapping[str, Any]], Peek, Recorded], None]
+
+
+class StoreBusy(RuntimeError):
+    """A shared store kept conflicting (the same cards updated elsewhere every time)."""
+
+
+def request_fields(tx: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The fields a transaction id stands for, as the store records them (JSON types)."""
+    values = [tx[name] for name in LOGGED_TRANSACTION_FIELDS]
+    ts = values[1]
+    if isinstance(ts, datetime):
+        values[1] = ts.astimezone(UTC).isoformat()
+    return tuple(values)
 
 
 @runtime_checkable
@@ -37,77 +74,110 @@ class OnlineStore(Protocol):
     """Per-customer histories and per-terminal snapshots for the online feature path."""
 
     backend: str
-    lock: threading.RLock
+    shared: bool  # True when several processes may score on it at once
+    as_of: date | None  # the day the terminal snapshots (and the seed) are for
 
-    def history(self, customer_id: str) -> CustomerHistory:
-        """The customer's history (an empty one for a customer never seen)."""
+    def apply(
+        self, txs: Sequence[Mapping[str, Any]], categoricals: Sequence[str], check: Check
+    ) -> tuple[list[tuple[Any, ...] | None], dict[str, tuple[Any, ...]]]:
+        """Apply transactions in order, atomically; their feature vectors (one per row).
+
+        ``check`` runs first on the state the rows will change. A shared store may find a
+        row's id applied by another process already: that row is not applied again, its
+        vector is None and ``(recorded request fields, vector)`` comes back in the dict."""
+        ...
+
+    def inspect(self, txs: Sequence[Mapping[str, Any]], check: Check) -> None:
+        """Run ``check`` on the current state of these rows' customers; change nothing."""
         ...
 
     def peek(self, customer_id: str) -> CustomerHistory | None:
-        """The history if the customer has one; never creates it."""
-        ...
-
-    def save(self, customer_id: str, history: CustomerHistory) -> None:
-        """Persist a history after ``online_features`` updated it (no-op when in process)."""
-        ...
-
-    def save_many(self, customer_ids: Iterable[str]) -> None:
-        """``save`` the histories of these customers after a batch updated them (one round
-        trip for a shared store; the iterable is not even read when in process)."""
+        """The customer's history if it has one (a copy for a shared store)."""
         ...
 
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
-        """The terminal's snapshot for the store's day as ``definitions.terminal_values``
-        (zeros for an unknown terminal)."""
+        """The terminal's snapshot as ``definitions.terminal_values`` (zeros if unknown)."""
         ...
 
     def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
         """(Re)seed from a bundle, keeping what live traffic added since the seed's day."""
         ...
 
+    def load_terminals(self, terminals: Mapping[str, Mapping[str, float]], as_of: date) -> None:
+        """Replace the terminal snapshots by fresher ones (the daily refresh)."""
+        ...
+
     def stats(self) -> dict[str, Any]:
         """Sizes and provenance, for /models and monitoring."""
         ...
 
+    def close(self) -> None: ...
 
-_UNKNOWN_TERMINAL = terminal_values(None)
+
+def _no_records(_: str) -> None:
+    return None
+
+
+def _terminal_vectors(terminals: Mapping[str, Mapping[str, float]]) -> dict[str, tuple]:
+    return {t: terminal_values(snap) for t, snap in terminals.items()}
 
 
 class EmbeddedStore:
     """In-process store: plain dicts, updated in place by the scoring path."""
 
     backend = "embedded"
+    shared = False
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._customers: dict[str, CustomerHistory] = {}
-        self._terminals: dict[str, dict[str, float]] = {}
-        # The same snapshots as tuples in TERMINAL_FEATURES order, built once per seed: the
-        # scoring hot path reads a terminal per transaction.
+        # Terminal snapshots as tuples in TERMINAL_FEATURES order: read per transaction.
         self._terminal_values: dict[str, tuple[float, ...]] = {}
         self.as_of: date | None = None
+        self.seed_as_of: date | None = None  # the seed's day (as_of moves on with refreshes)
         self.seeded_from: str | None = None
         self._created = 0
+        self._since_sweep = 0
+        self.evicted = 0
 
     def history(self, customer_id: str) -> CustomerHistory:
+        """The live history (created empty for a new card). Call under ``lock``."""
         history = self._customers.get(customer_id)
         if history is None:
-            with self.lock:
-                history = self._customers.get(customer_id)
-                if history is None:
-                    history = self._customers[customer_id] = CustomerHistory()
-                    self._created += 1
+            history = self._customers[customer_id] = CustomerHistory()
+            self._created += 1
+            self._since_sweep += 1
         return history
 
     def peek(self, customer_id: str) -> CustomerHistory | None:
-        """The card's history if it has one (creates nothing: for checks before a write)."""
         return self._customers.get(customer_id)
 
-    def save(self, customer_id: str, history: CustomerHistory) -> None:
-        """Nothing to do: ``history`` is the live object held in the dict."""
+    def apply(
+        self, txs: Sequence[Mapping[str, Any]], categoricals: Sequence[str], check: Check
+    ) -> tuple[list[tuple[Any, ...] | None], dict[str, tuple[Any, ...]]]:
+        with self.lock:
+            check(txs, self.peek, _no_records)
+            vectors = online_vectors(txs, self.history, self.terminal_values, categoricals)
+            if self._since_sweep >= EVICT_EVERY:
+                self.evict_idle()
+        return vectors, {}
 
-    def save_many(self, customer_ids: Iterable[str]) -> None:
-        """Nothing to do (see ``save``)."""
+    def inspect(self, txs: Sequence[Mapping[str, Any]], check: Check) -> None:
+        with self.lock:
+            check(txs, self.peek, _no_records)
+
+    def evict_idle(self) -> int:
+        """Forget cards whose newest entry is more than ``IDLE_DAYS`` before the newest entry
+        of any card (the data's clock): no window can reach them. Returns how many."""
+        with self.lock:
+            newest = max((h.keys[-1] for h in self._customers.values() if h.keys), default=0)
+            cutoff = newest - _IDLE_SPAN
+            idle = [c for c, h in self._customers.items() if not h.keys or h.keys[-1] < cutoff]
+            for customer_id in idle:
+                del self._customers[customer_id]
+            self._since_sweep = 0
+            self.evicted += len(idle)
+            return len(idle)
 
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
         values = self._terminal_values.get(terminal_id)
@@ -121,7 +191,7 @@ class EmbeddedStore:
         ``as_of`` are its own traffic and are carried over, so a daily reseed loses nothing.
         """
         seed = read_store_seed(bundle_path)  # the slow part, outside the lock
-        vectors = {t: terminal_values(snap) for t, snap in seed.terminals.items()}
+        vectors = _terminal_vectors(seed.terminals)
         start = store_day_key(seed.as_of)
         customers = seed.customers
         with self.lock:
@@ -132,20 +202,296 @@ class EmbeddedStore:
                 if merged.extend(live, since=start):  # live traffic from the seed's day on
                     customers[customer_id] = merged
             self._customers = customers
-            self._terminals = seed.terminals
             self._terminal_values = vectors
-            self.as_of = seed.as_of
-            self.seeded_from = str(Path(bundle_path))
+            self.as_of = self.seed_as_of = seed.as_of
+            self.seeded_from = _bundle_name(bundle_path)
             self._created = 0
+            self.evict_idle()
+
+    def load_terminals(self, terminals: Mapping[str, Mapping[str, float]], as_of: date) -> None:
+        vectors = _terminal_vectors(terminals)
+        with self.lock:
+            self._terminal_values = vectors
+            self.as_of = as_of
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
                 "backend": self.backend,
                 "as_of": self.as_of.isoformat() if self.as_of else None,
+                "seed_as_of": self.seed_as_of.isoformat() if self.seed_as_of else None,
                 "seeded_from": self.seeded_from,
                 "customers": len(self._customers),
                 "customers_created_since_seed": self._created,
+                "customers_evicted": self.evicted,
                 "history_rows": sum(len(h.keys) for h in self._customers.values()),
-                "terminals": len(self._terminals),
+                "terminals": len(self._terminal_values),
             }
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _bundle_name(bundle_path: str | os.PathLike[str]) -> str:
+    """What /models shows of a bundle's location: its folder name, never a machine path."""
+    return Path(bundle_path).name
+
+
+# ------------------------------------------------------------------------------- Redis
+
+_ENCODER = msgspec.msgpack.Encoder()
+_HISTORY = msgspec.msgpack.Decoder(tuple[list[int], list[float], list[int], list[str]])
+_RECORD = msgspec.msgpack.Decoder(tuple[tuple[Any, ...], tuple[Any, ...]])
+_VALUES = msgspec.msgpack.Decoder(list[float])
+HISTORY_TTL_S = IDLE_DAYS * 86_400  # wall-clock: a card idle this long is evicted by Redis
+RECORD_TTL_S = 7 * 86_400  # how long a retried transaction id is recognised by every worker
+MAX_CONFLICT_RETRIES = 50
+SEED_CHUNK = 1_000
+
+
+class RedisStore:
+    """Histories, terminal snapshots and applied-id records in Redis (``redis://`` URL).
+
+    Keys (``prefix`` default ``fraud:``): ``h:<customer>`` a history (msgpack of its four
+    lists, TTL ``HISTORY_TTL_S`` renewed at every write), ``tx:<transaction_id>`` the request
+    fields and feature vector of an applied transaction (``RECORD_TTL_S``), ``terminals`` a
+    hash of snapshots, ``meta`` a hash with the seed's and the snapshots' day. Each worker
+    holds the terminal snapshots in memory too (read per transaction, refreshed daily).
+    """
+
+    backend = "redis"
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "fraud:") -> None:
+        import redis
+
+        self._redis_errors = redis
+        self.url = url
+        self.client = redis.Redis.from_url(url)
+        self.prefix = prefix
+        self._terminal_values: dict[str, tuple[float, ...]] = {}
+        self.as_of: date | None = None
+        self.seed_as_of: date | None = None
+        self.conflicts = 0
+
+    def _h(self, customer_id: str) -> str:
+        return f"{self.prefix}h:{customer_id}"
+
+    def _tx(self, transaction_id: str) -> str:
+        return f"{self.prefix}tx:{transaction_id}"
+
+    @property
+    def _meta(self) -> str:
+        return f"{self.prefix}meta"
+
+    @property
+    def _terminals(self) -> str:
+        return f"{self.prefix}terminals"
+
+    @staticmethod
+    def _history(blob: bytes | None) -> CustomerHistory | None:
+        return None if blob is None else CustomerHistory.from_arrays(*_HISTORY.decode(blob))
+
+    def peek(self, customer_id: str) -> CustomerHistory | None:
+        return self._history(self.client.get(self._h(customer_id)))
+
+    def _transact(
+        self,
+        customers: Sequence[str],
+        tids: Sequence[str],
+        step: Callable[[Any, dict[str, CustomerHistory | None], dict[str, tuple]], Any],
+    ) -> Any:
+        """Run ``step(pipe, histories, records)`` on fresh copies of these customers'
+        histories and these ids' records, under WATCH; retry when another process wrote
+        one of them in between (``step`` must have no effect outside the pipeline)."""
+        keys = [self._h(c) for c in customers] + [self._tx(t) for t in tids]
+        watch_error = self._redis_errors.WatchError
+        for _ in range(MAX_CONFLICT_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(*keys)
+                    blobs = pipe.mget(keys) if keys else []
+                    histories = {
+                        c: self._history(b) for c, b in zip(customers, blobs, strict=False)
+                    }
+                    records = {
+                        t: _RECORD.decode(b)
+                        for t, b in zip(tids, blobs[len(customers) :], strict=True)
+                        if b is not None
+                    }
+                    return step(pipe, histories, records)
+                except watch_error:
+                    self.conflicts += 1
+        raise StoreBusy(f"online store: {MAX_CONFLICT_RETRIES} conflicting updates in a row")
+
+    def inspect(self, txs: Sequence[Mapping[str, Any]], check: Check) -> None:
+        def step(pipe: Any, histories: dict, records: dict) -> None:
+            pipe.unwatch()
+            check(txs, histories.get, lambda t: records[t][0] if t in records else None)
+
+        self._transact(*_keys_of(txs), step)
+
+    def apply(
+        self, txs: Sequence[Mapping[str, Any]], categoricals: Sequence[str], check: Check
+    ) -> tuple[list[tuple[Any, ...] | None], dict[str, tuple[Any, ...]]]:
+        def step(pipe: Any, histories: dict, records: dict) -> tuple[list, dict]:
+            check(txs, histories.get, lambda t: records[t][0] if t in records else None)
+            todo = [tx for tx in txs if tx["transaction_id"] not in records]
+
+            def history_of(customer_id: str) -> CustomerHistory:
+                history = histories.get(customer_id)
+                if history is None:
+                    history = histories[customer_id] = CustomerHistory()
+                return history
+
+            vectors = online_vectors(todo, history_of, self.terminal_values, categoricals)
+            pipe.multi()
+            for customer_id in dict.fromkeys(tx["customer_id"] for tx in todo):
+                blob = _ENCODER.encode(histories[customer_id].to_arrays())
+                pipe.set(self._h(customer_id), blob, ex=HISTORY_TTL_S)
+            for tx, vector in zip(todo, vectors, strict=True):
+                record = _ENCODER.encode((request_fields(tx), vector))
+                pipe.set(self._tx(tx["transaction_id"]), record, ex=RECORD_TTL_S)
+            pipe.execute()
+            applied = iter(vectors)
+            out = [None if tx["transaction_id"] in records else next(applied) for tx in txs]
+            return out, records
+
+        return self._transact(*_keys_of(txs), step)
+
+    def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
+        values = self._terminal_values.get(terminal_id)
+        return _UNKNOWN_TERMINAL if values is None else values
+
+    def _read_terminals(self) -> None:
+        """The shared snapshots into this worker's memory (at start and after a refresh)."""
+        meta = self.client.hgetall(self._meta)
+        raw = meta.get(b"terminals_as_of")
+        values: dict[str, tuple[float, ...]] = {}
+        for tid, blob in self.client.hscan_iter(self._terminals, count=10_000):
+            values[tid.decode()] = tuple(_VALUES.decode(blob))
+        self._terminal_values = values
+        self.as_of = date.fromisoformat(raw.decode()) if raw else None
+
+    def shared_as_of(self) -> date | None:
+        """The snapshots' day in Redis (a worker whose ``as_of`` is older re-reads them)."""
+        raw = self.client.hget(self._meta, "terminals_as_of")
+        return date.fromisoformat(raw.decode()) if raw else None
+
+    def refresh(self) -> bool:
+        """Re-read the snapshots if another process refreshed them; True if it did."""
+        shared = self.shared_as_of()
+        if shared is not None and shared != self.as_of:
+            self._read_terminals()
+            return True
+        return False
+
+    def load_terminals(self, terminals: Mapping[str, Mapping[str, float]], as_of: date) -> None:
+        """Write the snapshots to Redis (a new hash, renamed over the old one: readers see
+        the old or the new table, never a mix) and read them back."""
+        staging = f"{self._terminals}:staging"
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(staging)
+            items = list(terminals.items())
+            for lo in range(0, len(items), SEED_CHUNK):
+                mapping = {
+                    t: _ENCODER.encode(list(terminal_values(snap)))
+                    for t, snap in items[lo : lo + SEED_CHUNK]
+                }
+                pipe.hset(staging, mapping=mapping)
+            pipe.execute()
+        with self.client.pipeline(transaction=True) as pipe:
+            if terminals:
+                pipe.rename(staging, self._terminals)
+            else:
+                pipe.delete(self._terminals)
+            pipe.hset(self._meta, "terminals_as_of", as_of.isoformat())
+            pipe.execute()
+        self._read_terminals()
+
+    def load_seed(self, bundle_path: str | os.PathLike[str]) -> None:
+        """Seed Redis from a bundle once per seed day (whichever worker comes first, under a
+        Redis lock); every worker then reads the terminal snapshots.
+
+        A customer's seeded history is the seed plus the live entries Redis holds from the
+        seed's day on, merged in one optimistic transaction per chunk of customers, so
+        traffic scored meanwhile by other workers is kept.
+        """
+        seed: StoreSeed | None = None
+        with self.client.lock(f"{self.prefix}seed-lock", timeout=600, blocking_timeout=600):
+            raw = self.client.hget(self._meta, "seed_as_of")
+            seeded = date.fromisoformat(raw.decode()) if raw else None
+            seed_day = _manifest_day(bundle_path)
+            if seeded is None or seeded < seed_day:
+                seed = read_store_seed(bundle_path)
+                self._merge_seed(seed)
+                self.client.hset(
+                    self._meta,
+                    mapping={
+                        "seed_as_of": seed.as_of.isoformat(),
+                        "seeded_from": _bundle_name(bundle_path),
+                    },
+                )
+                terminals_day = self.shared_as_of()
+                if terminals_day is None or terminals_day <= seed.as_of:
+                    self.load_terminals(seed.terminals, seed.as_of)
+                seeded = seed.as_of
+        self.seed_as_of = seeded
+        self._read_terminals()
+
+    def _merge_seed(self, seed: StoreSeed) -> None:
+        start = store_day_key(seed.as_of)
+        ids = list(seed.customers)
+        for lo in range(0, len(ids), SEED_CHUNK):
+            chunk = ids[lo : lo + SEED_CHUNK]
+
+            def step(pipe: Any, histories: dict, records: dict, chunk: list[str] = chunk) -> None:
+                pipe.multi()
+                for customer_id in chunk:
+                    merged = seed.customers[customer_id]
+                    live = histories.get(customer_id)
+                    if live is not None:
+                        merged.extend(live, since=start)
+                    blob = _ENCODER.encode(merged.to_arrays())
+                    pipe.set(self._h(customer_id), blob, ex=HISTORY_TTL_S)
+                pipe.execute()
+
+            self._transact(chunk, (), step)
+
+    def stats(self) -> dict[str, Any]:
+        meta = {k.decode(): v.decode() for k, v in self.client.hgetall(self._meta).items()}
+        return {
+            "backend": self.backend,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "seed_as_of": meta.get("seed_as_of"),
+            "seeded_from": meta.get("seeded_from"),
+            "terminals": len(self._terminal_values),
+            "keys": self.client.dbsize(),
+            "conflict_retries": self.conflicts,
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _keys_of(txs: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """The distinct customers and transaction ids of some rows, in order."""
+    customers = list(dict.fromkeys(tx["customer_id"] for tx in txs))
+    return customers, list(dict.fromkeys(tx["transaction_id"] for tx in txs))
+
+
+def _manifest_day(bundle_path: str | os.PathLike[str]) -> date:
+    from fraud_assets.lib.bundle import read_manifest
+
+    return date.fromisoformat(read_manifest(bundle_path)["store_as_of"])
+
+
+def open_store(url: str | None = None) -> OnlineStore:
+    """The store ``FRAUD_ONLINE_STORE`` names: unset or ``embedded`` -> in process,
+    ``redis://`` / ``rediss://`` / ``unix://`` -> Redis."""
+    url = (url if url is not None else os.environ.get(ONLINE_STORE_ENV, "")).strip()
+    if url in ("", "embedded"):
+        return EmbeddedStore()
+    if url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+        return RedisStore(url)
+    raise ValueError(f"{ONLINE_STORE_ENV}={url!r}: expected 'embedded' or a redis:// URL")

@@ -85,7 +85,7 @@ def write_seed(
 ) -> None:
     """The seed's two files in ``store_dir`` (an existing folder)."""
     _write_customers(store_dir / BUNDLE_CUSTOMERS_FILE, histories, as_of)
-    _write_terminals(store_dir / BUNDLE_TERMINALS_FILE, terminals)
+    write_terminals(store_dir / BUNDLE_TERMINALS_FILE, terminals)
 
 
 def _write_customers(
@@ -128,7 +128,8 @@ def _write_customers(
     )
 
 
-def _write_terminals(target: Path, rows: Mapping[str, Mapping[str, float]]) -> None:
+def write_terminals(target: Path, rows: Mapping[str, Mapping[str, float]]) -> None:
+    """Terminal snapshots as one npz file (a bundle's ``terminals.npz``, or a refresh)."""
     ids = sorted(rows)
     matrix = np.array(
         [[float(rows[t].get(c, 0.0)) for c in TERMINAL_FEATURES] for t in ids], dtype=np.float64
@@ -173,12 +174,16 @@ def read_seed(
             raise StoreSeedError(
                 f"{BUNDLE_CUSTOMERS_FILE}: keys of {customer_id!r} are not increasing"
             ) from None
-    with np.load(store_dir / BUNDLE_TERMINALS_FILE, allow_pickle=False) as t:
+    return customers, read_terminals(store_dir / BUNDLE_TERMINALS_FILE)
+
+
+def read_terminals(source: Path) -> dict[str, dict[str, float]]:
+    """Terminal snapshots from a file ``write_terminals`` wrote."""
+    with np.load(source, allow_pickle=False) as t:
         terminal_ids, columns, matrix = t["terminal_ids"].tolist(), t["columns"], t["features"]
     if columns.tolist() != TERMINAL_FEATURES:
-        raise StoreSeedError(f"{BUNDLE_TERMINALS_FILE}: columns differ from TERMINAL_FEATURES")
-    terminals = {
+        raise StoreSeedError(f"{source.name}: columns differ from TERMINAL_FEATURES")
+    return {
         tid: dict(zip(TERMINAL_FEATURES, row, strict=True))
         for tid, row in zip(terminal_ids, matrix.tolist(), strict=True)
     }
-    return customers, terminals

@@ -15,7 +15,6 @@ and a batch is applied entirely or not at all:
 from __future__ import annotations
 
 import bisect
-import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -25,13 +24,13 @@ from typing import Any
 from fraud_assets.lib.contracts import LOGGED_TRANSACTION_FIELDS, MAX_CLOCK_AHEAD_ENV
 from fraud_assets.lib.features.definitions import TIE_SLOTS, ts_to_us
 from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.online_store import request_fields
 from fraud_assets.serving.schemas import RequestError
 
 DEFAULT_MAX_CLOCK_AHEAD = timedelta(days=1)
-# The request fields a transaction id stands for (a retry must repeat them exactly).
-fingerprint: Callable[[Mapping[str, Any]], tuple[Any, ...]] = operator.itemgetter(
-    *LOGGED_TRANSACTION_FIELDS
-)
+# The request fields a transaction id stands for (a retry must repeat them exactly), as a
+# shared store records them.
+fingerprint: Callable[[Mapping[str, Any]], tuple[Any, ...]] = request_fields
 # Names the field of row i in an error: "transactions.3.ts" in a batch, "transaction.ts".
 Where = Callable[[int, str], str]
 

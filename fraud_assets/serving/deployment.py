@@ -183,7 +183,7 @@ class Deployment:
             variants[CHALLENGER] = self.challenger.describe()
         return {
             "model_name": self.model_name,
-            "bundle": self.path,
+            "bundle": Path(self.path).name,  # never a machine path (unauthenticated route)
             "bundle_id": self.bundle_id,
             "bundle_created_at": self.manifest.get("created_at"),
             "feature_code_version": self.manifest.get("feature_code_version"),

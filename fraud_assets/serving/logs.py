@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,3 +140,41 @@ class FeedbackLog:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+
+
+_ROW = msgspec.json.Decoder(dict[str, Any])
+
+
+def logged_since(
+    state_root: str | os.PathLike[str], day: date, clock_ahead: timedelta
+) -> list[dict[str, Any]]:
+    """Answered predictions (no shadow rows) whose transaction is on or after ``day``, in
+    the order they were scored: what an embedded store replays after a restart.
+
+    A transaction may be up to ``clock_ahead`` ahead of the clock, so its request can sit
+    in the day folders from ``day - clock_ahead`` on; all processes' files are read (every
+    earlier process of this service) and ordered by request time, each file keeping its
+    line order (a batch's rows share one request time). A torn last line (a kill during a
+    write) was never answered, and is skipped.
+    """
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    first = (start - clock_ahead).date()
+    root = Path(state_root) / contracts.PREDICTIONS_LOG
+    rows: list[tuple[datetime, int, dict[str, Any]]] = []
+    for folder in sorted(root.glob("date=*")):
+        if folder.name[len("date=") :] < first.isoformat():
+            continue
+        for path in sorted(folder.glob("*.jsonl")):
+            for line in path.read_bytes().splitlines():
+                try:
+                    row = _ROW.decode(line)
+                except msgspec.DecodeError:
+                    continue
+                if row.get("variant") == contracts.SHADOW:
+                    continue
+                row["ts"] = datetime.fromisoformat(row["ts"])
+                if row["ts"] >= start:
+                    requested = datetime.fromisoformat(row["request_time"])
+                    rows.append((requested, len(rows), row))
+    rows.sort(key=lambda entry: (entry[0], entry[1]))
+    return [row for _, _, row in rows]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import repeat, starmap
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,9 @@ from typing import Any
 import msgspec
 
 from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, LOGGED_TRANSACTION_FIELDS, SHADOW
-from fraud_assets.lib.features.online import online_vector, online_vectors
-from fraud_assets.lib.online_store import OnlineStore
+from fraud_assets.lib.online_store import Check, OnlineStore, Peek, Recorded
 from fraud_assets.serving.admission import (
+    Where,
     check_clock,
     check_instants,
     check_retries,
@@ -47,7 +47,7 @@ from fraud_assets.serving.deployment import (
     import_catboost,
     load_deployment,
 )
-from fraud_assets.serving.logs import DayLog, PredictionRow
+from fraud_assets.serving.logs import DayLog, PredictionRow, logged_since
 from fraud_assets.serving.routing import answering_variants, in_shadow, route
 from fraud_assets.serving.schemas import Transaction
 
@@ -58,6 +58,22 @@ BATCH_CHUNK = 250  # rows between yields of a batch to the event loop (~1-2 ms o
 
 class NothingToRollBack(RuntimeError):
     """Rollback asked before any reload: there is no previous deployment in memory."""
+
+
+# A logged answer's fields (name in the answer, field of the prediction log).
+_RESULT_FIELDS = (
+    ("transaction_id", "transaction_id"),
+    ("fraud_probability", "score"),
+    ("decision", "decision"),
+    ("model_name", "model_name"),
+    ("model_version", "model_version"),
+    ("variant", "variant"),
+    ("latency_ms", "latency_ms"),
+)
+
+
+def _trusted(txs: Sequence[Mapping[str, Any]], peek: Peek, recorded: Recorded) -> None:
+    """No admission check: replayed rows were admitted when they were first scored."""
 
 
 class Scored(msgspec.Struct, frozen=True, gc=False):
@@ -123,19 +139,55 @@ class Scorer:
         self._recent: OrderedDict[str, Scored] = OrderedDict()
         self.replayed = 0
         self.max_clock_ahead = max_clock_ahead()
+        self.latest_ts: datetime | None = None  # the newest transaction time scored
+        # An embedded store dies with its process: rebuild what it had scored since its seed.
+        self.recovered = 0 if store.shared else self._recover()
 
     # ------------------------------------------------------------------------ hot path
 
-    def _vector(self, tx: Transaction, dep: Deployment) -> tuple[Any, ...]:
-        """Online feature vector of one transaction; its customer's history is updated in
-        place. Call under ``store.lock``."""
-        store = self.store
-        history = store.history(tx.customer_id)
-        vector = online_vector(
-            tx.__dict__, history, store.terminal_values(tx.terminal_id), dep.categoricals
+    def _check(self, where: Where, retries: bool) -> Check:
+        """What the store runs on the state a request will change, before changing it:
+        payload conflicts of retried ids (here or, with a shared store, in another worker)
+        and the same-instant bound."""
+        answered = self._answered
+
+        def check(txs: Sequence[Mapping[str, Any]], peek: Peek, recorded: Recorded) -> None:
+            if retries or self.store.shared:
+                check_retries(txs, lambda t: answered(t) or recorded(t), where)
+            check_instants(txs, peek, where)
+
+        return check
+
+    def _seen(self, txs: Sequence[Mapping[str, Any]]) -> None:
+        latest = max(tx["ts"] for tx in txs)
+        if self.latest_ts is None or latest > self.latest_ts:
+            self.latest_ts = latest
+
+    def _recorded(self, tx: Mapping[str, Any], vector: Sequence[Any], dep: Deployment) -> Scored:
+        """The answer to a transaction another worker applied (shared store): recomputed
+        from the features it recorded, not applied or logged again."""
+        name, _ = route(
+            tx["customer_id"],
+            share=dep.share,
+            mode=dep.mode,
+            has_challenger=dep.challenger is not None,
         )
-        store.save(tx.customer_id, history)
-        return vector
+        variant = dep.variant(name)
+        row = dep.model_row(tuple(vector))
+        probability = variant.probability(row)
+        result = {
+            "transaction_id": tx["transaction_id"],
+            "fraud_probability": probability,
+            "decision": variant.decide(probability),
+            "model_name": dep.model_name,
+            "model_version": variant.version,
+            "variant": name,
+            "latency_ms": 0.0,
+        }
+        scored = Scored(result, row, variant, dep, fingerprint(tx))
+        self._remember(tx["transaction_id"], scored)
+        self.replayed += 1
+        return scored
 
     def _answered(self, transaction_id: str) -> tuple[Any, ...] | None:
         """The fields a recently answered transaction id was sent with."""
@@ -167,6 +219,13 @@ class Scorer:
             return cached
         check_clock([fields], self.max_clock_ahead, in_single)
         dep = self.current
+        vectors, recorded = self.store.apply(
+            [fields], dep.categoricals, self._check(in_single, retries=False)
+        )
+        vector = vectors[0]
+        if vector is None:  # applied by another worker of a shared store
+            return self._recorded(fields, recorded[tx.transaction_id][1], dep)
+        self._seen([fields])
         name, shadow = route(
             tx.customer_id,
             share=dep.share,
@@ -174,9 +233,6 @@ class Scorer:
             has_challenger=dep.challenger is not None,
         )
         variant = dep.variant(name)
-        with self.store.lock:
-            check_instants([fields], self.store.peek, in_single)
-            vector = self._vector(tx, dep)
         row = dep.model_row(vector)
         probability = variant.probability(row)
         shadow_probability = dep.challenger.probability(row) if shadow and dep.challenger else None
@@ -231,11 +287,14 @@ class Scorer:
         store, recent = self.store, self._recent
         # The whole request is checked before any row changes state (admission).
         tids_all = [tx["transaction_id"] for tx in txs]
-        if not (recent.keys().isdisjoint(tids_all) and len(set(tids_all)) == len(tids_all)):
+        retries = not (recent.keys().isdisjoint(tids_all) and len(set(tids_all)) == len(tids_all))
+        if retries:
             check_retries(txs, self._answered, in_batch)
         check_clock(txs, self.max_clock_ahead, in_batch)
-        with store.lock:
-            check_instants(txs, store.peek, in_batch)
+        check = self._check(in_batch, retries)
+        store.inspect(txs, check)
+        if txs:
+            self._seen(txs)
         has_challenger = dep.challenger is not None
         n = len(txs)
         results: list[dict[str, Any] | None] = [None] * n
@@ -255,9 +314,9 @@ class Scorer:
                 and len(set(tids)) == len(tids)
             ):  # the usual case, checked in C: every row is new
                 first_of.update(zip(tids, range(lo, hi), strict=True))
-                todo += range(lo, hi)
+                positions: list[int] = list(range(lo, hi))
             else:
-                start = len(todo)
+                positions = []
                 for i, tid in enumerate(tids, lo):
                     if tid in recent:
                         self.replayed += 1
@@ -266,18 +325,29 @@ class Scorer:
                         duplicates.append((i, first_of[tid]))
                     else:
                         first_of[tid] = i
-                        todo.append(i)
-                part = [txs[i] for i in todo[start:]]
+                        positions.append(i)
+                part = [txs[i] for i in positions]
+            got, recorded = store.apply(part, dep.categoricals, check)
+            if recorded:  # rows another worker applied: answered from its record
+                kept = []
+                for i, row, vector in zip(positions, part, got, strict=True):
+                    if vector is None:
+                        recorded_vector = recorded[row["transaction_id"]][1]
+                        results[i] = self._recorded(row, recorded_vector, dep).result
+                    else:
+                        kept.append((i, row, vector))
+                positions = [i for i, _, _ in kept]
+                part = [row for _, row, _ in kept]
+                got = [vector for _, _, vector in kept]
+            todo += positions
             scoring += part
-            customers = [tx["customer_id"] for tx in part]
+            vectors += got
             names += answering_variants(
-                customers, share=dep.share, mode=dep.mode, has_challenger=has_challenger
+                [tx["customer_id"] for tx in part],
+                share=dep.share,
+                mode=dep.mode,
+                has_challenger=has_challenger,
             )
-            with store.lock:
-                vectors += online_vectors(
-                    part, store.history, store.terminal_values, dep.categoricals
-                )
-                store.save_many(customers)
             yield
         model_row = dep.model_row
         rows = vectors if dep.features == dep.columns else [model_row(v) for v in vectors]
@@ -378,6 +448,11 @@ class Scorer:
             results[i] = results[j]
         return [r for r in results if r is not None]
 
+    @staticmethod
+    def features_of(scored: Scored) -> dict[str, Any]:
+        """The feature values the model saw, by name (model order)."""
+        return dict(zip(scored.deployment.features, scored.row, strict=True))
+
     def explain(self, scored: Scored, top: int = TOP_REASONS) -> list[dict[str, Any]]:
         """Top SHAP contributions of the scored row (~15 ms: run it off the event loop)."""
         dep = scored.deployment
@@ -391,17 +466,68 @@ class Scorer:
     # ------------------------------------------------------------------- admin actions
 
     def reload(self) -> Deployment:
-        """Re-read the bundle folder and swap it in (the old one becomes ``previous``).
+        """Re-read the current bundle folder and swap it in (``switch`` to the same path)."""
+        return self.switch(self.bundle_path)
 
-        The store is reseeded only when the bundle's store day changed: a model-only rollout
-        keeps the live state untouched.
+    def switch(self, bundle_path: str | os.PathLike[str]) -> Deployment:
+        """Load the bundle at ``bundle_path`` and swap it in; the old one becomes
+        ``previous``. Requests in flight finish on the deployment they started with.
+
+        The store is reseeded only by a bundle whose store day is newer than the store's
+        seed: a model-only rollout (or a rollback to an older bundle) keeps the live state,
+        which already holds everything the older seed had and more.
         """
-        new = load_deployment(self.bundle_path)
-        if new.store_as_of != getattr(self.store, "as_of", None):
-            self.store.load_seed(self.bundle_path)
+        path = Path(bundle_path)
+        new = load_deployment(path)
+        seed_day = getattr(self.store, "seed_as_of", None)
+        if seed_day is None or new.store_as_of > seed_day:
+            self.store.load_seed(path)
         with self._swap_lock:
             self.previous, self.current = self.current, new
+            self.bundle_path = path
         return new
+
+    def _recover(self) -> int:
+        """Re-apply the transactions this service logged on or after the store's seed day,
+        in the order they were scored, and remember their answers (so a retry after the
+        restart gets the same one). Rows before the seed day are in the seed already."""
+        seed_day = getattr(self.store, "seed_as_of", None) or self.store.as_of
+        if seed_day is None:
+            return 0
+        rows = logged_since(self.log.state_root, seed_day, self.max_clock_ahead)
+        dep = self.current
+        same_layout = dep.features == dep.columns
+        recovered = 0
+        for lo in range(0, len(rows), BATCH_CHUNK):
+            part = rows[lo : lo + BATCH_CHUNK]
+            vectors, _ = self.store.apply(part, dep.categoricals, _trusted)
+            answered = []
+            for row, vector in zip(part, vectors, strict=True):
+                if vector is None:
+                    continue
+                result = {name: row[field] for name, field in _RESULT_FIELDS}
+                variant = dep.variant(row["variant"])
+                model_row = vector if same_layout else dep.model_row(vector)
+                answered.append(
+                    (
+                        row["transaction_id"],
+                        Scored(result, model_row, variant, dep, fingerprint(row)),
+                    )
+                )
+            self._remember_many(answered)
+            recovered += len(part)
+        if rows:
+            self._seen(rows)
+        return recovered
+
+    def store_lag(self) -> float | None:
+        """Seconds the newest scored transaction is past the end of the store's day
+        (None before any traffic): how stale the terminal snapshots are for it."""
+        as_of = self.store.as_of
+        if self.latest_ts is None or as_of is None:
+            return None
+        end = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
+        return (self.latest_ts - end).total_seconds()
 
     def rollback(self) -> Deployment:
         """Swap back to the deployment held before the last reload (a pointer swap, so it
@@ -428,6 +554,8 @@ class Scorer:
                 },
             },
             "store": self.store.stats(),
+            "store_lag_s": self.store_lag(),
             "predictions_logged": self.log.rows,
+            "recovered_from_log": self.recovered,
             "replayed_requests": self.replayed,
         }

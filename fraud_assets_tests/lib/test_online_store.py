@@ -47,7 +47,7 @@ from fraud_assets.lib.features.definitions import (
 )
 from fraud_assets.lib.features.history import CustomerHistory
 from fraud_assets.lib.features.online import online_features, online_vectors
-from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore
+from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore, RedisStore, open_store
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.lib.store_seed import histories_from_transactions
 
@@ -75,9 +75,23 @@ def _tx(tid: str, ts: datetime, customer: str, amount: float, channel: str = "on
     }
 
 
-def _terminal(store: EmbeddedStore, terminal_id: str) -> dict[str, float] | None:
-    """The snapshot the store holds for a terminal (None for an unknown one)."""
-    return store._terminals.get(terminal_id)
+def _no_check(*_: Any) -> None:
+    """No admission check (the rows here are well formed)."""
+
+
+def _score(store: OnlineStore, rows: list[dict]) -> list[tuple]:
+    vectors, recorded = store.apply(rows, CATS, _no_check)
+    assert not recorded
+    return vectors
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def make_store(request: pytest.FixtureRequest):
+    """Both stores behind the one interface (Redis: a real server, emptied per test)."""
+    if request.param == "embedded":
+        return EmbeddedStore
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisStore(url)
 
 
 def _write(path: Path, histories: dict, terminals: dict | None = None, **kw: Any) -> Path:
@@ -185,7 +199,7 @@ def test_replay_requires_sorted_rows() -> None:
         histories_from_transactions(rows, CATS)
 
 
-def test_embedded_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path) -> None:
+def test_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path, make_store) -> None:
     """Seed from frames -> bundle -> store -> online features == batch features of the day."""
     sim = Simulator(SimulationConfig(seed=9, size=0.05))
     days = [DAY - timedelta(days=i) for i in range(31, -1, -1)]
@@ -195,40 +209,35 @@ def test_embedded_store_from_a_seed_reproduces_the_batch_features(tmp_path: Path
     histories, terminals = store_seed_from_frames(history, labels, DAY)
     _write(tmp_path / "b", histories, terminals)
 
-    store = EmbeddedStore()
+    store = make_store()
     assert isinstance(store, OnlineStore)
     store.load_seed(tmp_path / "b")
     assert store.stats()["terminals"] == len(terminals) and store.as_of == DAY
     today = history.filter(pl.col("ts") >= MIDNIGHT).sort("ts", "transaction_id")
-    online = []
-    for row in today.iter_rows(named=True):
-        with store.lock:
-            h = store.history(row["customer_id"])
-            online.append(online_features(row, h, _terminal(store, row["terminal_id"]), CATS))
-            store.save(row["customer_id"], h)
+    rows = list(today.iter_rows(named=True))
+    online = _score(store, rows[:7]) + [v for row in rows[7:] for v in _score(store, [row])]
     batch = batch_features(history, labels, DAY).select(feature_columns(CATS))
-    got = pl.DataFrame(online, schema=batch.schema)
+    got = pl.DataFrame(online, schema=batch.schema, orient="row")
     assert got.height == batch.height > 50
     for col in NUMERIC_FEATURES:
         assert (got[col] - batch[col]).abs().max() <= 1e-9, col
     assert got.select(CATS).equals(batch.select(CATS))
 
 
-def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> None:
+def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path, make_store) -> None:
     old = histories_from_transactions([_tx("a", MIDNIGHT - timedelta(days=3), "c1", 10.0)], CATS)
     _write(tmp_path / "b", old, store_as_of=DAY - timedelta(days=1))
-    store = EmbeddedStore()
+    store = make_store()
     store.load_seed(tmp_path / "b")
     # Live traffic: one transaction the day before the new seed's day, two on it.
-    for tid, ts, amount in [
-        ("live-0", MIDNIGHT - timedelta(hours=2), 99.0),
-        ("live-1", MIDNIGHT + timedelta(hours=1), 1.0),
-        ("live-2", MIDNIGHT + timedelta(hours=2), 2.0),
-    ]:
-        with store.lock:
-            online_features(_tx(tid, ts, "c1", amount), store.history("c1"), None, CATS)
-    online_features(
-        _tx("n", MIDNIGHT + timedelta(hours=3), "new", 4.0), store.history("new"), None, CATS
+    _score(
+        store,
+        [
+            _tx("live-0", MIDNIGHT - timedelta(hours=2), "c1", 99.0),
+            _tx("live-1", MIDNIGHT + timedelta(hours=1), "c1", 1.0),
+            _tx("live-2", MIDNIGHT + timedelta(hours=2), "c1", 2.0),
+            _tx("n", MIDNIGHT + timedelta(hours=3), "new", 4.0),
+        ],
     )
     # The pipeline's new seed knows day D-1 from the lake (which had 50.0, not the 99.0 above).
     truth = histories_from_transactions(
@@ -241,11 +250,12 @@ def test_reseeding_keeps_live_traffic_from_the_seed_day_on(tmp_path: Path) -> No
     _write(tmp_path / "b", truth)
     store.load_seed(tmp_path / "b")
     assert store.as_of == DAY
-    assert store.history("c1").amounts == [10.0, 50.0, 1.0, 2.0]
-    assert store.history("new").amounts == [4.0]
-    stats = store.stats()
-    assert stats["customers"] == 2 and stats["history_rows"] == 5
-    assert _terminal(store, "T-unknown") is None
+    assert store.peek("c1").amounts == [10.0, 50.0, 1.0, 2.0]
+    assert store.peek("new").amounts == [4.0]
+    if isinstance(store, EmbeddedStore):
+        stats = store.stats()
+        assert stats["customers"] == 2 and stats["history_rows"] == 5
+    assert store.terminal_values("T-unknown") == terminal_values(None)
 
 
 def test_history_constructors_validate_and_round_trip() -> None:
@@ -421,3 +431,77 @@ def test_online_vectors_of_a_whole_stream_equal_one_call_per_transaction(seed: i
         want = _reference_online_features(tx, h, terminals.get(tx["terminal_id"]), CATS)
         assert [repr(v) for v in vector] == [repr(v) for v in want.values()], tx
     assert {c: _state(h) for c, h in ours.items()} == {c: _state(h) for c, h in theirs.items()}
+
+
+def _stream(n: int, customers: int, seed: int = 3) -> list[dict]:
+    """Transactions of a few cards at distinct, increasing instants."""
+    rng = random.Random(seed)
+    return [
+        _tx(f"s{i}", MIDNIGHT + timedelta(seconds=7 * i), f"c{rng.randrange(customers)}", 1.0 + i)
+        for i in range(n)
+    ]
+
+
+def test_redis_store_applies_concurrent_writers_one_after_the_other(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Four stores (as four workers) apply one stream from four threads, on the same few
+    cards: every transaction lands (none lost to a concurrent write), and the histories are
+    exactly those of one store applying the stream alone."""
+    import threading
+
+    _write(tmp_path / "b", {})
+    rows = _stream(400, customers=3)
+    alone = EmbeddedStore()
+    alone.load_seed(tmp_path / "b")
+    _score(alone, rows)
+    workers = [RedisStore(redis_url) for _ in range(4)]
+    for store in workers:
+        store.load_seed(tmp_path / "b")
+    # Each thread takes every fourth row: the same cards are written by all four at once.
+    threads = [
+        threading.Thread(target=lambda s=s, k=k: [_score(s, [r]) for r in rows[k::4]])
+        for k, s in enumerate(workers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for customer in {r["customer_id"] for r in rows}:
+        assert workers[0].peek(customer).to_arrays() == alone.peek(customer).to_arrays()
+    assert sum(s.conflicts for s in workers) > 0  # the race did happen, and was retried
+
+
+def test_redis_store_records_applied_ids_for_every_worker(tmp_path: Path, redis_url: str) -> None:
+    from fraud_assets.lib.online_store import request_fields
+
+    _write(tmp_path / "b", {})
+    one, two = RedisStore(redis_url), RedisStore(redis_url)
+    one.load_seed(tmp_path / "b")
+    two.load_seed(tmp_path / "b")
+    row = _tx("t1", MIDNIGHT, "c1", 5.0)
+    (vector,) = _score(one, [row])
+    got, recorded = two.apply([row], CATS, _no_check)
+    assert got == [None] and recorded["t1"] == (request_fields(row), vector)
+    assert len(two.peek("c1").keys) == 1  # not applied twice
+    seen: list = []
+    two.apply([{**row, "amount": 6.0}], CATS, lambda txs, peek, rec: seen.append(rec("t1")))
+    assert seen == [request_fields(row)]  # what a check compares a retry against
+
+
+def test_embedded_store_forgets_cards_idle_past_the_longest_window(tmp_path: Path) -> None:
+    _write(tmp_path / "b", {})
+    store = EmbeddedStore()
+    store.load_seed(tmp_path / "b")
+    _score(store, [_tx("old", MIDNIGHT, "idle", 3.0)])
+    _score(store, [_tx("new", MIDNIGHT + timedelta(days=40), "active", 3.0)])
+    assert store.evict_idle() == 1
+    assert store.peek("idle") is None and store.peek("active") is not None
+
+
+def test_open_store_reads_the_setting(redis_url: str) -> None:
+    assert isinstance(open_store(""), EmbeddedStore)
+    assert isinstance(open_store("embedded"), EmbeddedStore)
+    assert isinstance(open_store(redis_url), RedisStore)
+    with pytest.raises(ValueError, match="FRAUD_ONLINE_STORE"):
+        open_store("postgres://x")
