@@ -7,15 +7,23 @@ Start it from the repo root::
 
 - ``FRAUD_BUNDLE``: bundle folder (``fraud_assets.lib.bundle``); default ``bundle/`` next to
   this file (where a Bento built with the bundle in its sources finds it).
-- ``FRAUD_SERVING_STATE``: where prediction and feedback logs go; default ``serving_state``.
+- ``FRAUD_SERVING_STATE``: where prediction, error and feedback logs and the control plane
+  (``lib/control.py``: deployment pointer, terminal refreshes, heartbeats) live; made absolute,
+  and required absolute when a built Bento is served (it runs inside BentoML's store).
+- ``FRAUD_ONLINE_STORE``: ``embedded`` (default) or ``redis://host:port/db`` (shared by
+  every worker and replica); ``FRAUD_SERVING_WORKERS``: worker processes (>1 needs Redis).
+- ``FRAUD_STORE_MAX_LAG_S``: traffic this far past the store's day makes ``/readyz`` say
+  ``degraded`` and counts ``fraud_store_stale_requests`` (default a day).
 - ``FRAUD_ADMIN_KEY``: enables /admin/reload and /admin/rollback (header ``x-api-key``);
   unset, admin actions answer 403.
 - ``FRAUD_HOT_PATH_TELEMETRY=1``: trace and access-log /score and /score_batch too (off by
   default: see below).
 
 APIs: POST /score, /score_batch, /feedback, /admin/reload, /admin/rollback; GET or POST
-/models; built in: /livez, /readyz, /metrics. One worker: the embedded online store is exact
-only when a single process sees all traffic (a Redis store lifts that; see online_store).
+/models; built in: /livez, /readyz (with a status body: ``health``), /metrics. Each worker
+follows the control plane (``follower``): rollouts, rollbacks and terminal refreshes reach it
+within about a second. With the embedded store a restart first replays the prediction log
+since the store's seed day, so nothing scored is forgotten.
 The APIs are async and do their (sub-millisecond) CPU work on the event loop: no thread hop
 per request. A batch yields to the loop every 250 rows (~1-2 ms of work), so single
 transactions do not wait behind it; SHAP explanations (~15-50 ms), feedback fsyncs and
@@ -40,9 +48,11 @@ import bentoml
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from fraud_assets.lib import contracts
+from fraud_assets.lib import contracts, control
 from fraud_assets.lib.bundle import BundleError
-from fraud_assets.lib.online_store import EmbeddedStore
+from fraud_assets.lib.online_store import StoreBusy, open_store
+from fraud_assets.serving.follower import Follower
+from fraud_assets.serving.health import ReadinessDetail, max_store_lag, store_status
 from fraud_assets.serving.http import (
     ErrorLogging,
     RequestLimits,
@@ -68,7 +78,55 @@ from fraud_assets.serving.schemas import (
 from fraud_assets.serving.scoring import NothingToRollBack, Scorer
 
 HOT_PATH_TELEMETRY_ENV = "FRAUD_HOT_PATH_TELEMETRY"
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[2] / contracts.SERVICE_BUNDLE_DIR
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the source tree, or the Bento's src/
+DEFAULT_BUNDLE = SOURCE_ROOT / contracts.SERVICE_BUNDLE_DIR
+
+
+def _workers() -> int:
+    """Worker processes from ``FRAUD_SERVING_WORKERS`` (default 1); more than one needs a
+    shared online store, since each worker would otherwise hold its own copy of the state."""
+    raw = os.environ.get(contracts.WORKERS_ENV, "").strip() or "1"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{contracts.WORKERS_ENV} must be a whole number >= 1, got {raw!r}")
+    workers = int(raw)
+    store = os.environ.get(contracts.ONLINE_STORE_ENV, "").strip()
+    if workers > 1 and store in ("", "embedded"):
+        raise RuntimeError(
+            f"{contracts.WORKERS_ENV}={workers} needs a shared online store: the embedded store "
+            f"lives in one process, so each worker would score on its own copy of every card's "
+            f"history. Set {contracts.ONLINE_STORE_ENV}=redis://host:port/0, or use one worker."
+        )
+    return workers
+
+
+def _state_root() -> Path:
+    """Where the logs and the control plane live: ``FRAUD_SERVING_STATE``, made absolute.
+
+    Relative to the folder the service runs in, which for ``bentoml serve TAG`` is the Bento
+    inside BentoML's store, where no monitoring asset would look: refused there."""
+    raw = os.environ.get(contracts.SERVING_STATE_ENV, "").strip()
+    path = Path(raw or contracts.DEFAULT_SERVING_STATE)
+    if not path.is_absolute() and "bentos" in Path.cwd().parts:
+        raise RuntimeError(
+            f"{contracts.SERVING_STATE_ENV} must be an absolute path when a built Bento is "
+            f"served (it runs from {Path.cwd()}, where monitoring never looks); set it to the "
+            "serving_state folder the pipeline reads, e.g. $PWD/serving_state"
+        )
+    return path.resolve()
+
+
+WORKERS = _workers()
+STATE_ROOT = _state_root()
+STALE_REQUESTS = bentoml.metrics.Counter(
+    name="fraud_store_stale_requests",
+    documentation="Requests scored while the traffic was past the store's day by more than "
+    "FRAUD_STORE_MAX_LAG_S (the daily terminal refresh is late)",
+    labelnames=["route"],
+)
+STORE_LAG = bentoml.metrics.Gauge(
+    name="fraud_store_lag_seconds",
+    documentation="How far the newest scored transaction is past the end of the store's day",
+)
 # Collect the young generation every 10k net allocations instead of 700. Measured on a batch
 # replay: with the defaults, collections cost ~12 us per scored transaction (~20% of the
 # batch path) and a full collection paused the worker for ~150 ms; with the loaded state
@@ -87,7 +145,7 @@ _QUIET = [] if _FULL_TELEMETRY else _HOT_ROUTES
 
 @bentoml.service(
     name="fraud_scoring",
-    workers=1,
+    workers=WORKERS,
     traffic={"timeout": 60, "max_concurrency": 1024},
     logging={"access": {"enabled": True, "skip_paths": ["/livez", "/readyz", "/metrics", *_QUIET]}},
     tracing={"excluded_urls": [f"{route}$" for route in _QUIET]},
@@ -97,12 +155,19 @@ class FraudScoring:
 
     def __init__(self) -> None:
         self._ready = False
-        self.bundle_path = Path(os.environ.get(contracts.BUNDLE_ENV) or DEFAULT_BUNDLE)
-        state = Path(os.environ.get(contracts.SERVING_STATE_ENV) or contracts.DEFAULT_SERVING_STATE)
+        # The deployment pointer (a rollout's) wins over the packaged bundle: a worker started
+        # after a rollout serves what the others serve.
+        pointer = control.current_deployment(STATE_ROOT)
+        packaged = Path(os.environ.get(contracts.BUNDLE_ENV) or DEFAULT_BUNDLE)
+        self.bundle_path = Path(pointer["bundle"]) if pointer else packaged
         self.admin_key = os.environ.get(contracts.ADMIN_KEY_ENV) or None
-        self.predictions = DayLog(state, contracts.PREDICTIONS_LOG)
-        self.feedback_log = FeedbackLog(state)
-        self.scorer = Scorer(self.bundle_path, EmbeddedStore(), self.predictions)
+        self.predictions = DayLog(STATE_ROOT, contracts.PREDICTIONS_LOG)
+        self.feedback_log = FeedbackLog(STATE_ROOT)
+        self.max_lag_s = max_store_lag()
+        self.scorer = Scorer(self.bundle_path, open_store(), self.predictions)
+        self.follower = Follower(self.scorer, STATE_ROOT)
+        self.follower.start()
+        ReadinessDetail.status = self.status
         self._admin_lock = asyncio.Lock()
         # Models, the store seed and the imports live as long as the worker: move them out of
         # the collector's sight (a reload's new state is not frozen; it is collected normally).
@@ -114,10 +179,31 @@ class FraudScoring:
     async def __is_ready__(self) -> bool:
         return self._ready
 
+    def status(self) -> dict[str, object]:
+        """What ``/readyz`` answers once ready (``health``)."""
+        lag = self.scorer.store_lag()
+        return {
+            "status": store_status(lag, self.max_lag_s),
+            "bundle_id": self.scorer.current.bundle_id,
+            "store_as_of": self.scorer.store.as_of.isoformat() if self.scorer.store.as_of else None,
+            "store_lag_s": lag,
+            "max_lag_s": self.max_lag_s,
+            "control_error": self.follower.error,
+        }
+
+    def _count_staleness(self, route: str) -> None:
+        lag = self.scorer.store_lag()
+        if lag is not None:
+            STORE_LAG.set(lag)
+            if lag > self.max_lag_s:
+                STALE_REQUESTS.labels(route=route).inc()
+
     @bentoml.on_shutdown
     def _close_logs(self) -> None:
+        self.follower.stop()
         self.predictions.close()
         self.feedback_log.close()
+        self.scorer.store.close()
 
     # -------------------------------------------------------------------------- scoring
 
@@ -133,10 +219,14 @@ class FraudScoring:
             scored = self.scorer.score(body.transaction, started)
         except RequestError as error:  # refused before it changed any state (admission)
             return error_response(error)
+        except StoreBusy as exc:
+            return error_response(RequestError(503, "store_busy", None, str(exc)))
+        self._count_staleness("/score")
         if not body.explain:
             return json_response(scored.result)
         reasons = await anyio.to_thread.run_sync(self.scorer.explain, scored)
-        return json_response({**scored.result, "reasons": reasons})
+        features = self.scorer.features_of(scored)
+        return json_response({**scored.result, "reasons": reasons, "features": features})
 
     @bentoml.api(
         route="/score_batch", input_spec=raw_json_input(BatchRequest), output_spec=BatchResponse
@@ -153,9 +243,12 @@ class FraudScoring:
             try:
                 next(steps)
             except StopIteration as done:
+                self._count_staleness("/score_batch")
                 return json_response({"results": done.value})
             except RequestError as error:  # raised before the first row changed state
                 return error_response(error)
+            except StoreBusy as exc:
+                return error_response(RequestError(503, "store_busy", None, str(exc)))
             await asyncio.sleep(0)  # let single transactions in between chunks
 
     @bentoml.api(
@@ -238,11 +331,8 @@ class FraudScoring:
 
 
 _API_ROUTES = tuple(method.route for method in FraudScoring.apis.values())
-FraudScoring.add_asgi_middleware(
-    ErrorLogging,
-    state_root=os.environ.get(contracts.SERVING_STATE_ENV) or contracts.DEFAULT_SERVING_STATE,
-    api_routes=_API_ROUTES,
-)
+FraudScoring.add_asgi_middleware(ErrorLogging, state_root=str(STATE_ROOT), api_routes=_API_ROUTES)
+FraudScoring.add_asgi_middleware(ReadinessDetail)
 FraudScoring.add_asgi_middleware(
     RequestLimits,
     max_body_bytes=MAX_BODY_BYTES,
