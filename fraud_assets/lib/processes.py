@@ -4,7 +4,14 @@
 Why a module of its own: BentoML's worker runs in a session of its own, so a signal to the
 `bentoml serve` process (or its group) alone can leave the worker holding the port, and the
 next start fails with "Address already in use". ``ManagedProcess.stop`` signals the group
-*and* every descendant by pid, then waits for each, so nothing is ever left behind.
+*and* every process of the tree by pid, then waits for each, so nothing is ever left behind.
+"The tree" includes orphans: every process spawned here gets a token in its environment,
+which its descendants inherit (circus passes the environment on to BentoML's workers), so a
+worker whose parent was killed first is still found, even one started after the last look.
+(The worker also ends itself when its server dies: ``fraud_assets.serving.lifecycle``.)
+
+Running two servers by hand on one BENTOML_HOME is safe for /metrics too: each server
+instance keeps its Prometheus files in a folder of its own (``serving.lifecycle``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +37,7 @@ LOCALHOST = "127.0.0.1"
 READY_TIMEOUT_S = 120.0
 SERVICE = "fraud_assets.serving.service:FraudScoring"  # the service, run from the source tree
 STOP_TIMEOUT_S = 15.0
+TOKEN_ENV = "FRAUD_MANAGED_PROCESS"  # in the environment of every process of one tree
 _POLL_S = 0.2
 
 
@@ -58,17 +67,16 @@ class ManagedProcess:
         self.command, self.log_path = list(command), log_path
         self.env, self.cwd = dict(env if env is not None else os.environ), cwd
         self.proc: subprocess.Popen[bytes] | None = None
-        # Every descendant seen (pid -> start time): a worker whose parent already died is
-        # no longer a descendant, but is still ours to stop.
-        self._seen: dict[int, float] = {}
+        self.token = ""
 
     def spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.token = uuid.uuid4().hex
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command,
                 cwd=self.cwd,
-                env=self.env,
+                env={**self.env, TOKEN_ENV: self.token},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -78,31 +86,24 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self) -> list[int]:
-        """The process and all its descendants (empty once stopped)."""
+        """The process and all of its tree still alive, orphans included (empty once stopped)."""
         return [p.pid for p in self._family()]
 
     def _family(self) -> list[psutil.Process]:
-        """The live descendants, and every one seen before that is still the same process."""
+        """The live descendants, and every process carrying this spawn's token: descendants
+        whose parent died (reparented, so no longer anyone's descendant)."""
         if self.proc is None:
             return []
         found: dict[int, psutil.Process] = {}
         with contextlib.suppress(psutil.NoSuchProcess):
             root = psutil.Process(self.proc.pid)
-            for process in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    self._seen[process.pid] = process.create_time()
-                    found[process.pid] = process
-        for pid, started in list(self._seen.items()):
-            if pid in found:
+            found = {p.pid: p for p in [root, *root.children(recursive=True)]}
+        for process in psutil.process_iter():
+            if process.pid in found:
                 continue
-            try:
-                process = psutil.Process(pid)
-                if process.create_time() == started:
-                    found[pid] = process
-                    continue
-            except psutil.NoSuchProcess:
-                pass
-            del self._seen[pid]
+            with contextlib.suppress(psutil.Error):  # gone, or another user's
+                if process.environ().get(TOKEN_ENV) == self.token:
+                    found[process.pid] = process
         return list(found.values())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> None:
@@ -124,7 +125,6 @@ class ManagedProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
         self.proc = None
-        self._seen.clear()
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -164,10 +164,10 @@ class BentoServer(ManagedProcess):
     def url(self) -> str:
         return f"http://{LOCALHOST}:{self.port}"
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Serve on a new free port; raise (with the log's tail) if it exits or never gets
-        ready, leaving nothing running."""
-        self.port = free_port()
+    def start(self, timeout: float = READY_TIMEOUT_S, port: int | None = None) -> None:
+        """Serve on ``port`` (default: a new free one); raise (with the log's tail) if it
+        exits or never gets ready, leaving nothing running."""
+        self.port = port or free_port()
         self.command = [
             venv_command("bentoml"),
             "serve",
@@ -186,7 +186,6 @@ class BentoServer(ManagedProcess):
                 raise RuntimeError(f"bentoml serve exited {code}:\n{self.log_tail()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self.pids()  # remember the workers, in case their parent dies first
                     return
             time.sleep(_POLL_S)
         self.stop()
@@ -202,7 +201,7 @@ class ScoringServer(BentoServer):
         source_tree = Path(__file__).resolve().parents[2]
         super().__init__(SERVICE, log_path=home / "server.log", cwd=source_tree)
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
+    def start(self, timeout: float = READY_TIMEOUT_S, port: int | None = None) -> None:
         """Start with the current attributes (a test may change the admin key between runs)."""
         self.env = {
             **os.environ,
@@ -215,7 +214,7 @@ class ScoringServer(BentoServer):
         self.env.pop(contracts.ADMIN_KEY_ENV, None)
         if self.admin_key is not None:
             self.env[contracts.ADMIN_KEY_ENV] = self.admin_key
-        super().start(timeout)
+        super().start(timeout, port)
 
 
 class DagsterDaemon(ManagedProcess):
