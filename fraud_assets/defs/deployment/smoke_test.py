@@ -86,9 +86,9 @@ def bento_smoke_test(
 
     state = storage.work_dir("bento_smoke", context.partition_key)
     shutil.rmtree(state, ignore_errors=True)
-    # The built Bento's folder, served with a private BENTOML_HOME: BentoML wipes
-    # $BENTOML_HOME/prometheus_multiproc_dir when a server starts, and a service running from
-    # the shared store would lose its metrics to this check.
+    # The built Bento's folder, served with a private BENTOML_HOME: everything this check's
+    # server writes stays in its work folder (its /metrics files are per server instance
+    # anyway: serving.lifecycle). `server.stop()` in the finally ends the whole tree.
     env = os.environ | {
         "BENTOML_HOME": str(state / "bentoml_home"),
         contracts.SERVING_STATE_ENV: str(state),
