@@ -8,7 +8,9 @@ client mistake with one JSON object ``{"error", "field", "message"}``.
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -20,31 +22,46 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fraud_assets.lib import contracts
 from fraud_assets.serving.logs import DayLog, encode_json
-from fraud_assets.serving.schemas import MAX_BODY_BYTES, RequestError
+from fraud_assets.serving.schemas import MAX_BODY_BYTES, EmptyRequest, RequestError
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def error_response(error: RequestError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+TIMEOUT_STATUS = 504
+TIMEOUT_ERROR = "timeout"
+
+
+def error_response(error: RequestError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _error_code(body: bytes) -> str:
+    """The ``error`` member of a JSON error body, else the start of the body as text."""
+    try:
+        return str(json.loads(body).get("error"))
+    except (ValueError, AttributeError):
+        return body[:200].decode("utf-8", "replace")
 
 
 class ErrorLogging:
     """ASGI middleware: every 4xx/5xx answer of an API route becomes a row of a day-partitioned
     error log (``errors/date=YYYY-MM-DD/part-<pid>.jsonl``: request_time, route, status,
     error), the denominator-side of ``serving_metrics``' error rate. It sits outside the body
-    limits, so their rejections count too; an exception escaping the app counts as a 500."""
+    limits, so their rejections count too; an exception escaping the app counts as a 500.
+
+    Timeouts: BentoML's ``TimeoutMiddleware`` (``traffic.timeout``) sits *outside* every
+    middleware a service adds. When a request runs past the timeout it cancels the request's
+    task and sends its own 504 with the outer ``send``, which this middleware never sees: what
+    reaches it is the cancellation. A request cancelled before any answer started is therefore
+    logged as a 504 ``timeout`` (the only other canceller is a forced shutdown, whose client
+    gets no answer at all)."""
 
     def __init__(self, app: ASGIApp, *, state_root: str, api_routes: tuple[str, ...]) -> None:
         self.app = app
         self.routes = frozenset(api_routes)
         self.log = DayLog(state_root, contracts.ERRORS_LOG)
 
-    def _record(self, route: str, status: int, body: bytes) -> None:
-        try:
-            error = str(json.loads(body).get("error"))
-        except (ValueError, AttributeError):
-            error = body[:200].decode("utf-8", "replace")
+    def _record(self, route: str, status: int, error: str) -> None:
         now = datetime.now(UTC)
         row = {"request_time": now.isoformat(), "route": route, "status": status, "error": error}
         self.log.write([row], now.date())
@@ -65,11 +82,15 @@ class ErrorLogging:
 
         try:
             await self.app(scope, receive, watch)
+        except asyncio.CancelledError:
+            if status == 0:  # nothing answered yet: BentoML's timeout answers 504 (see above)
+                self._record(scope["path"], TIMEOUT_STATUS, TIMEOUT_ERROR)
+            raise
         except Exception:
-            self._record(scope["path"], 500, b"unhandled exception")
+            self._record(scope["path"], 500, "unhandled exception")
             raise
         if status >= 400:
-            self._record(scope["path"], status, body)
+            self._record(scope["path"], status, _error_code(body))
 
 
 def json_response(content: Any) -> Response:
@@ -101,9 +122,14 @@ class RequestLimits:
         self.get_routes = frozenset(get_routes)
 
     async def _reject(
-        self, scope: Scope, receive: Receive, send: Send, error: RequestError
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        error: RequestError,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        await error_response(error)(scope, receive, send)
+        await error_response(error, headers)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,9 +141,11 @@ class RequestLimits:
                 scope = {**scope, "method": "POST"}
                 method = "POST"
             elif method != "POST":
-                allowed = "GET or POST" if path in self.get_routes else "POST"
-                error = RequestError(405, "method_not_allowed", None, f"{path} takes {allowed}")
-                await self._reject(scope, receive, send, error)
+                takes = ("GET", "POST") if path in self.get_routes else ("POST",)
+                message = f"{path} takes {' or '.join(takes)}"
+                error = RequestError(405, "method_not_allowed", None, message)
+                allow = {"Allow": ", ".join(takes)}  # RFC 9110: a 405 lists what is allowed
+                await self._reject(scope, receive, send, error, allow)
                 return
         if method not in _BODY_METHODS:
             await self.app(scope, receive, send)
@@ -176,18 +204,21 @@ class RequestLimits:
 class RawJSONInput(bentoml.IODescriptor):
     """Input spec that hands the API method the starlette ``Request`` (body already read).
 
-    ``schema_model`` only documents the expected body in the OpenAPI page; validation happens
-    in the method, strictly, with errors in the service's own shape.
+    The class attributes only document the route in the OpenAPI document (``openapi``);
+    validation happens in the method, strictly, with errors in the service's own shape.
+    ``schema_model``: the body (None: no parameters, an empty body or ``{}``). ``answers``:
+    refusals of this route beyond those every API route can give (status -> what they mean).
+    ``admin``: the route needs the admin key.
     """
 
     __root_input__: ClassVar[bool] = True
     schema_model: ClassVar[type[BaseModel] | None] = None
+    answers: ClassVar[Mapping[int, str]] = {}
+    admin: ClassVar[bool] = False
 
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        if cls.schema_model is None:
-            return {"type": "object", "properties": {}}
-        return cls.schema_model.model_json_schema(*args, **kwargs)
+        return (cls.schema_model or EmptyRequest).model_json_schema(*args, **kwargs)
 
     @classmethod
     async def from_http_request(cls, request: Request, serde: Any) -> Any:  # type: ignore[override]
@@ -195,8 +226,19 @@ class RawJSONInput(bentoml.IODescriptor):
         return request
 
 
-def raw_json_input(model: type[BaseModel] | None) -> type[RawJSONInput]:
-    """A ``RawJSONInput`` whose documentation shows ``model``."""
+def raw_json_input(
+    model: type[BaseModel] | None,
+    *,
+    answers: Mapping[int, str] | None = None,
+    admin: bool = False,
+) -> type[RawJSONInput]:
+    """A ``RawJSONInput`` whose documentation shows ``model``, ``answers`` and ``admin``."""
     name = model.__name__ if model is not None else "NoParameters"
-    namespace = {"schema_model": model, "__module__": __name__, "__qualname__": name}
+    namespace = {
+        "schema_model": model,
+        "answers": dict(answers or {}),
+        "admin": admin,
+        "__module__": __name__,
+        "__qualname__": name,
+    }
     return type(name, (RawJSONInput,), namespace)  # type: ignore[return-value]

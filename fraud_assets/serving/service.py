@@ -61,6 +61,12 @@ from fraud_assets.serving.http import (
     raw_json_input,
 )
 from fraud_assets.serving.logs import DayLog, FeedbackLog
+from fraud_assets.serving.openapi import (
+    RELOAD_ANSWERS,
+    ROLLBACK_ANSWERS,
+    SCORING_ANSWERS,
+    OpenAPIDocs,
+)
 from fraud_assets.serving.schemas import (
     MAX_BODY_BYTES,
     BatchRequest,
@@ -207,7 +213,11 @@ class FraudScoring:
 
     # -------------------------------------------------------------------------- scoring
 
-    @bentoml.api(route="/score", input_spec=raw_json_input(ScoreRequest), output_spec=ScoreResponse)
+    @bentoml.api(
+        route="/score",
+        input_spec=raw_json_input(ScoreRequest, answers=SCORING_ANSWERS),
+        output_spec=ScoreResponse,
+    )
     async def score(self, request: Request, /) -> Response:
         """Score one transaction; ``explain`` adds the top SHAP contributions."""
         started = time.perf_counter()
@@ -229,7 +239,9 @@ class FraudScoring:
         return json_response({**scored.result, "reasons": reasons, "features": features})
 
     @bentoml.api(
-        route="/score_batch", input_spec=raw_json_input(BatchRequest), output_spec=BatchResponse
+        route="/score_batch",
+        input_spec=raw_json_input(BatchRequest, answers=SCORING_ANSWERS),
+        output_spec=BatchResponse,
     )
     async def score_batch(self, request: Request, /) -> Response:
         """Score up to 1000 transactions in order, one model call per variant."""
@@ -298,7 +310,11 @@ class FraudScoring:
             return error_response(error)
         return None
 
-    @bentoml.api(route="/admin/reload", input_spec=raw_json_input(None), output_spec=dict)
+    @bentoml.api(
+        route="/admin/reload",
+        input_spec=raw_json_input(None, answers=RELOAD_ANSWERS, admin=True),
+        output_spec=dict,
+    )
     async def admin_reload(self, request: Request, /) -> JSONResponse:
         """Re-read the bundle folder and swap it in; requests in flight finish on the old."""
         if (refused := await self._admin_request(request)) is not None:
@@ -314,7 +330,11 @@ class FraudScoring:
                 )
         return JSONResponse({"action": "reload", **self.scorer.describe()})
 
-    @bentoml.api(route="/admin/rollback", input_spec=raw_json_input(None), output_spec=dict)
+    @bentoml.api(
+        route="/admin/rollback",
+        input_spec=raw_json_input(None, answers=ROLLBACK_ANSWERS, admin=True),
+        output_spec=dict,
+    )
     async def admin_rollback(self, request: Request, /) -> JSONResponse:
         """Swap back to the deployment loaded before the last reload (kept in memory)."""
         if (refused := await self._admin_request(request)) is not None:
@@ -331,11 +351,17 @@ class FraudScoring:
 
 
 _API_ROUTES = tuple(method.route for method in FraudScoring.apis.values())
+_GET_ROUTES = ("/models",)
 FraudScoring.add_asgi_middleware(ErrorLogging, state_root=str(STATE_ROOT), api_routes=_API_ROUTES)
 FraudScoring.add_asgi_middleware(ReadinessDetail)
 FraudScoring.add_asgi_middleware(
     RequestLimits,
     max_body_bytes=MAX_BODY_BYTES,
     api_routes=_API_ROUTES,
-    get_routes=("/models",),
+    get_routes=_GET_ROUTES,
+)
+FraudScoring.add_asgi_middleware(
+    OpenAPIDocs,
+    inputs={method.route: method.input_spec for method in FraudScoring.apis.values()},
+    get_routes=_GET_ROUTES,
 )
