@@ -110,6 +110,32 @@ def set_deployment(
     return {**entry, "previous": current}
 
 
+def adopt_deployment(
+    state_root: str | os.PathLike[str], bundle: str | os.PathLike[str], reason: str
+) -> dict[str, Any]:
+    """The current pointer; if there is none, point at ``bundle`` first (created only if
+    absent, so racing workers agree on one)."""
+    current = current_deployment(state_root)
+    if current is not None:
+        return current
+    target = deployment_file(state_root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump({**_entry(Path(bundle), reason), "previous": None}, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(tmp, target)  # fails if another process created it meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    pointer = current_deployment(state_root)
+    assert pointer is not None
+    return pointer
+
+
 def roll_back(state_root: str | os.PathLike[str], reason: str) -> dict[str, Any]:
     """Point the services back at the previous deployment (rolling back twice rolls
     forward again). Returns the new pointer."""

@@ -38,7 +38,10 @@ class Follower:
         self.scorer, self.state_root, self.poll_s = scorer, Path(state_root), poll_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._failed: str | None = None  # a bundle id that would not load: not retried
+        # The pointer last acted on: the service acts when the pointer *changes*, so an
+        # admin reload or rollback (in memory, on one worker) is not undone every second.
+        pointer = control.current_deployment(self.state_root)
+        self._acted: tuple[str, str] | None = _version(pointer)
         self.last_switch: dict[str, Any] | None = None
         self.error: str | None = None
 
@@ -67,17 +70,18 @@ class Follower:
 
     def _follow_deployment(self) -> None:
         pointer = control.current_deployment(self.state_root)
-        if pointer is None:
+        if pointer is None or _version(pointer) == self._acted:
             return
+        self._acted = _version(pointer)  # tried once: a bundle that fails is not retried
         wanted = pointer["bundle_id"]
         current = self.scorer.current
-        if wanted in (current.bundle_id, self._failed):
+        if wanted == current.bundle_id:
             return
         started = time.perf_counter()
         try:
             self.scorer.switch(pointer["bundle"])
         except (BundleError, OSError) as exc:
-            self._failed, self.error = wanted, f"{wanted}: {exc}"
+            self.error = f"{wanted}: {exc}"
             logger.error("deployment %s not loaded, still serving %s: %s", wanted, current, exc)
             return
         self.error = None
@@ -122,3 +126,8 @@ class Follower:
                 "error": self.error,
             },
         )
+
+
+def _version(pointer: dict[str, Any] | None) -> tuple[str, str] | None:
+    """What identifies one write of the pointer."""
+    return None if pointer is None else (pointer["bundle_id"], pointer["set_at"])

@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from fraud_assets.lib import contracts, control
 from fraud_assets.lib.bundle import BundleError
 from fraud_assets.lib.online_store import StoreBusy, open_store
+from fraud_assets.serving import lifecycle
 from fraud_assets.serving.follower import Follower
 from fraud_assets.serving.health import ReadinessDetail, max_store_lag, store_status
 from fraud_assets.serving.http import (
@@ -82,6 +83,8 @@ from fraud_assets.serving.schemas import (
     parse_optional,
 )
 from fraud_assets.serving.scoring import NothingToRollBack, Scorer
+
+lifecycle.use_instance_metrics_dir()  # at import, before BentoML creates its metrics
 
 HOT_PATH_TELEMETRY_ENV = "FRAUD_HOT_PATH_TELEMETRY"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the source tree, or the Bento's src/
@@ -160,12 +163,14 @@ class FraudScoring:
     """Scores card transactions online with the champion (and challenger) of a bundle."""
 
     def __init__(self) -> None:
+        lifecycle.bind_to_server()  # a worker never outlives its `bentoml serve`
         self._ready = False
         # The deployment pointer (a rollout's) wins over the packaged bundle: a worker started
-        # after a rollout serves what the others serve.
-        pointer = control.current_deployment(STATE_ROOT)
+        # after a rollout serves what the others serve. The first service on a state root
+        # records its packaged bundle there, so the first rollout can be rolled back.
         packaged = Path(os.environ.get(contracts.BUNDLE_ENV) or DEFAULT_BUNDLE)
-        self.bundle_path = Path(pointer["bundle"]) if pointer else packaged
+        pointer = control.adopt_deployment(STATE_ROOT, packaged, reason="first service start")
+        self.bundle_path = Path(pointer["bundle"])
         self.admin_key = os.environ.get(contracts.ADMIN_KEY_ENV) or None
         self.predictions = DayLog(STATE_ROOT, contracts.PREDICTIONS_LOG)
         self.feedback_log = FeedbackLog(STATE_ROOT)
