@@ -254,9 +254,21 @@ def _model_registry(model_name: str | None = None):
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    from fraud_assets.lib import control
+
     change = _model_registry(args.model).rollback()
     print(f"champion is now version {change.champion} (was {change.previous})")
-    return 0
+    try:
+        pointer = control.roll_back(settings.SERVING_STATE, reason="cli rollback")
+    except control.NothingToRollBack as exc:
+        print(f"running services: unchanged ({exc})")
+        return 0
+    switched, workers = control.wait_for_workers(
+        settings.SERVING_STATE, pointer["bundle_id"], settings.ROLLOUT_TIMEOUT_S
+    )
+    state = "switched" if switched else "NOT all switched"
+    print(f"running services: {len(workers)} workers {state} to {pointer['versions']}")
+    return 0 if switched else 1
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import dagster as dg
 from fraud_assets import settings
 from fraud_assets.defs import automation, jobs
 from fraud_assets.defs.deployment import assets as deployment_assets
+from fraud_assets.defs.deployment import serving as deployment_serving
 from fraud_assets.defs.deployment import smoke_test
 from fraud_assets.defs.features import assets as feature_assets
 from fraud_assets.defs.ingestion import assets as ingestion_assets
@@ -32,6 +33,7 @@ ASSET_MODULES = [
     training_assets,
     evaluation,
     deployment_assets,
+    deployment_serving,
     monitoring_drift,
     monitoring_live,
 ]
@@ -79,6 +81,7 @@ defs = dg.Definitions(
         automation.daily_pipeline_schedule,
         automation.daily_retraining_schedule,
         automation.live_refresh_schedule,
+        automation.store_refresh_schedule,
     ],
     sensors=[drift_sensor],
     resources=default_resources(),

@@ -123,6 +123,11 @@ RETRAINING_CRON = _env("FRAUD_RETRAINING_CRON", "0 3 * * *")
 LIVE_AP_FLOOR = float(_env("FRAUD_LIVE_AP_FLOOR", "0.2"))
 LIVE_MIN_LABELLED = int(_env("FRAUD_LIVE_MIN_LABELLED", "500"))
 
+# The online store the services and the terminal refresh use ("embedded" or redis://...),
+# and how long a rollout waits for every running worker to switch.
+ONLINE_STORE = _env(contracts.ONLINE_STORE_ENV, "embedded")
+ROLLOUT_TIMEOUT_S = float(_env("FRAUD_ROLLOUT_TIMEOUT_S", "120"))
+
 # Serving variants packaged into the Bento: the challenger joins when its share is > 0 or
 # the mode is "shadow" (it scores every request, the champion answers).
 CHALLENGER_SHARE = float(_env("FRAUD_CHALLENGER_SHARE", "0.0"))

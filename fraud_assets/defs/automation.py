@@ -57,6 +57,18 @@ def daily_retraining_schedule(context: dg.ScheduleEvaluationContext):
     return _once_per_day(context, "daily_retraining", "retrain", {"trigger": "schedule"})
 
 
+@dg.schedule(
+    job=jobs.store_refresh_job,
+    cron_schedule=settings.DAILY_PIPELINE_CRON,
+    name="daily_store_refresh",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Publish yesterday's terminal snapshots to the running services (runs after "
+    "yesterday's ingestion: the run queue orders them by their partitions' data).",
+)
+def store_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    return _once_per_day(context, "daily_store_refresh", "store")
+
+
 # Live performance is measured again when a day's labels have matured: most frauds are
 # confirmed within a week, all within the label horizon.
 LABEL_MATURITIES_DAYS = (7, LABEL_HORIZON_DAYS)

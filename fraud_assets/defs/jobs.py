@@ -17,6 +17,7 @@ TRAINING = dg.AssetSelection.assets(
     "champion_model",
     "online_feature_store",
     "fraud_bento",
+    "serving_rollout",
 )
 
 daily_ingestion_job = dg.define_asset_job(
@@ -49,13 +50,19 @@ live_monitoring_job = dg.define_asset_job(
     description="Serving, live performance and business metrics of one day, recomputed as its "
     "labels arrive (fraud is confirmed up to 30 days late).",
 )
+store_refresh_job = dg.define_asset_job(
+    "store_refresh",
+    selection=dg.AssetSelection.assets("online_feature_store", "live_terminal_snapshots"),
+    description="One day: the online state after it, and its terminal snapshots published to "
+    "the running services (fresh terminal risk without a new Bento).",
+)
 training_job = dg.define_asset_job(
     "training",
     selection=TRAINING,
     hooks={end_mlflow_on_run_finished},
     description="As of a day: time split, CatBoost in MLflow, evaluation and promotion gate, "
-    "the refit on the freshest mature data as champion, and the Bento with the online store "
-    "seed (smoke-tested).",
+    "the refit on the freshest mature data as champion, the Bento with the online store "
+    "seed (smoke-tested), and its rollout to the running services.",
 )
 
 
@@ -68,6 +75,7 @@ def all_jobs() -> list:
         features_job,
         daily_monitoring_job,
         live_monitoring_job,
+        store_refresh_job,
         training_job,
         rollback_champion,
     ]

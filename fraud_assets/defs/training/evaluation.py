@@ -24,7 +24,7 @@ from fraud_assets.lib.evaluation import (
 )
 from fraud_assets.lib.modeling import predict_catboost, predict_logistic, train_logistic
 from fraud_assets.resources.mlflow import ModelRegistry
-from fraud_assets.resources.storage import LakeStorage
+from fraud_assets.resources.storage import LakeStorage, ServingLogs
 
 HEADLINE = (
     "average_precision",
@@ -342,9 +342,25 @@ def champion_model(
 
 
 @dg.op
-def rollback_champion_op(context: dg.OpExecutionContext, model_registry: ModelRegistry) -> None:
+def rollback_champion_op(
+    context: dg.OpExecutionContext, model_registry: ModelRegistry, serving_logs: ServingLogs
+) -> None:
+    """The registry alias and the running services (their deployment pointer) go back."""
+    from fraud_assets.lib import control
+
     change = model_registry.rollback()
     context.log.info(f"rolled back: champion is v{change.champion} (was v{change.previous})")
+    try:
+        pointer = control.roll_back(serving_logs.state_root, reason=f"job {context.run_id}")
+    except control.NothingToRollBack as exc:
+        context.log.info(f"running services unchanged: {exc}")
+        return
+    switched, workers = control.wait_for_workers(
+        serving_logs.state_root, pointer["bundle_id"], settings.ROLLOUT_TIMEOUT_S
+    )
+    context.log.info(f"{len(workers)} workers on {pointer['versions']} (all: {switched})")
+    if not switched:
+        raise dg.Failure(f"not every worker switched back to {pointer['versions']}")
 
 
 @dg.job(description="Point the `champion` alias back at the previous champion.")
