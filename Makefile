@@ -6,7 +6,7 @@ UV := python3 -m uv
 export DAGSTER_HOME ?= $(CURDIR)/.dagster
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 
-.PHONY: setup demo test lint format ui mlflow-ui lock bench clean dagster-home
+.PHONY: setup servers demo test lint format ui mlflow-ui lock bench clean dagster-home
 
 ## setup: install uv if missing, then the locked environment into .venv
 setup: $(VENV)/.installed
@@ -18,6 +18,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
+## servers: what the tests start on loopback ports (redis-server, Debian's package), when missing
+servers:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
 ## dagster-home: the instance config lives in $DAGSTER_HOME (Dagster reads it only there)
 dagster-home:
 	@mkdir -p "$(DAGSTER_HOME)"
@@ -28,7 +35,7 @@ demo: setup dagster-home
 	$(PY) -m fraud_assets.cli demo
 
 ## test: lint, format check and the test suite
-test: setup
+test: setup servers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q

@@ -178,7 +178,7 @@ def test_two_workers_in_two_servers_on_one_redis_store_match_one_worker(
             try:
                 for i, row in enumerate(mine):
                     send(servers[i % 2].url, [row])
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]

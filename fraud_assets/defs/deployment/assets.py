@@ -10,7 +10,13 @@ from fraud_assets import settings
 from fraud_assets.defs.common import concat_labels, concat_partitions
 from fraud_assets.defs.features.assets import FEATURES_CODE_VERSION, MATURITY_DAYS, REACH_DAYS
 from fraud_assets.defs.partitions import daily_partitions, partition_day, window
-from fraud_assets.lib.contracts import CHALLENGER, CHAMPION, EVALUATED_VERSION_TAG, SHADOW
+from fraud_assets.lib.contracts import (
+    CHALLENGER,
+    CHAMPION,
+    EVALUATED_VERSION_TAG,
+    SERVING_STATE_ENV,
+    SHADOW,
+)
 from fraud_assets.resources.bento import BentoBuilder
 from fraud_assets.resources.mlflow import ModelRegistry
 from fraud_assets.resources.storage import LakeStorage
@@ -156,6 +162,8 @@ def fraud_bento(
             "variants": described,
             "traffic": json.dumps(traffic),
             "thresholds": thresholds,
-            "serve": f"BENTOML_HOME={bento_builder.bentoml_home} bentoml serve {tag}",
+            # A built Bento runs from inside the store: the state root must be absolute.
+            "serve": f"BENTOML_HOME={bento_builder.bentoml_home} "
+            f"{SERVING_STATE_ENV}={settings.SERVING_STATE} bentoml serve {tag}",
         },
     )
