@@ -17,7 +17,7 @@ import pytest
 from fraud_assets.lib.bundle import BundleError
 from fraud_assets.lib.calibration import Platt
 from fraud_assets.lib.contracts import BUNDLE_MANIFEST, BUNDLE_MODELS_DIR, PREDICTIONS_LOG
-from fraud_assets.lib.online_store import EmbeddedStore
+from fraud_assets.lib.online_store import EmbeddedStore, OnlineStore, RedisStore
 from fraud_assets.lib.sample_world import World, write_world_bundle
 from fraud_assets.serving.logs import DayLog
 from fraud_assets.serving.schemas import Transaction
@@ -29,8 +29,16 @@ def bundle(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_world_bundle(world, tmp_path_factory.mktemp("scoring") / "bundle", share=0.5)
 
 
-def _scorer(bundle: Path, tmp: Path) -> Scorer:
-    return Scorer(bundle, EmbeddedStore(), DayLog(tmp, PREDICTIONS_LOG))
+def _scorer(bundle: Path, tmp: Path, store: OnlineStore | None = None) -> Scorer:
+    return Scorer(bundle, store or EmbeddedStore(), DayLog(tmp, PREDICTIONS_LOG))
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def store(request: pytest.FixtureRequest) -> OnlineStore:
+    """Each store behind the scorer (Redis: a real server, emptied per test)."""
+    if request.param == "embedded":
+        return EmbeddedStore()
+    return RedisStore(request.getfixturevalue("redis_url"))
 
 
 def _day(world: World, n: int) -> list[Transaction]:
@@ -278,13 +286,13 @@ def _state(scorer: Scorer, customer_id: str) -> tuple:
 
 
 def test_a_transaction_far_ahead_of_the_clock_is_refused_and_prunes_nothing(
-    bundle: Path, world: World, tmp_path: Path
+    bundle: Path, world: World, tmp_path: Path, store: OnlineStore
 ) -> None:
     from datetime import UTC, datetime
 
     from fraud_assets.serving.schemas import RequestError
 
-    scorer = _scorer(bundle, tmp_path)
+    scorer = _scorer(bundle, tmp_path, store)
     tx = _day(world, 1)[0]
     before = _state(scorer, tx.customer_id)
     future = tx.model_copy(
@@ -302,12 +310,12 @@ def test_a_transaction_far_ahead_of_the_clock_is_refused_and_prunes_nothing(
 
 
 def test_more_same_instant_transactions_than_the_history_orders_are_refused_whole(
-    bundle: Path, world: World, tmp_path: Path
+    bundle: Path, world: World, tmp_path: Path, store: OnlineStore
 ) -> None:
     from fraud_assets.lib.features.definitions import TIE_SLOTS
     from fraud_assets.serving.schemas import RequestError
 
-    scorer = _scorer(bundle, tmp_path)
+    scorer = _scorer(bundle, tmp_path, store)
     tx = _day(world, 1)[0]
     burst = [
         dict(tx.__dict__, transaction_id=f"burst-{i}") for i in range(TIE_SLOTS - 1)
@@ -324,11 +332,11 @@ def test_more_same_instant_transactions_than_the_history_orders_are_refused_whol
 
 
 def test_a_retried_id_with_another_payload_is_a_conflict_naming_the_fields(
-    bundle: Path, world: World, tmp_path: Path
+    bundle: Path, world: World, tmp_path: Path, store: OnlineStore
 ) -> None:
     from fraud_assets.serving.schemas import RequestError
 
-    scorer = _scorer(bundle, tmp_path)
+    scorer = _scorer(bundle, tmp_path, store)
     tx = _day(world, 1)[0]
     first = scorer.score(tx, time.perf_counter()).result
     assert scorer.score(tx, time.perf_counter()).result == first  # a true retry: same answer
@@ -348,3 +356,23 @@ def test_a_retried_id_with_another_payload_is_a_conflict_naming_the_fields(
         scorer.score_batch(twins, time.perf_counter())
     assert (dup.value.status, dup.value.field) == (409, "transactions.1.transaction_id")
     assert _state(scorer, fresh.customer_id) == before
+
+
+def test_a_retry_on_another_worker_of_a_shared_store_is_answered_not_reapplied(
+    bundle: Path, world: World, tmp_path: Path, redis_url: str
+) -> None:
+    from fraud_assets.serving.schemas import RequestError
+
+    one = _scorer(bundle, tmp_path / "one", RedisStore(redis_url))
+    two = _scorer(bundle, tmp_path / "two", RedisStore(redis_url))
+    tx = _day(world, 1)[0]
+    first = one.score(tx, time.perf_counter()).result
+    held = _state(one, tx.customer_id)
+    again = two.score(tx, time.perf_counter()).result
+    assert again["fraud_probability"] == first["fraud_probability"]
+    assert again["decision"] == first["decision"]
+    assert _state(two, tx.customer_id) == held and two.log.rows == 0  # not applied twice
+    other = tx.model_copy(update={"amount": tx.amount + 1})
+    with pytest.raises(RequestError) as conflict:
+        two.score(other, time.perf_counter())
+    assert conflict.value.status == 409 and "amount" in conflict.value.message
