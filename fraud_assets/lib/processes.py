@@ -196,8 +196,17 @@ class ScoringServer(BentoServer):
     """``bentoml serve`` of the service module (not a built Bento) with a bundle folder, its
     logs under ``state`` and its BentoML home under ``home``: tests and benchmarks."""
 
-    def __init__(self, bundle: Path, state: Path, home: Path, admin_key: str | None) -> None:
+    def __init__(
+        self,
+        bundle: Path,
+        state: Path,
+        home: Path,
+        admin_key: str | None,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
+        """``settings``: more environment for the service (store URL, workers, lags)."""
         self.bundle, self.state, self.home, self.admin_key = bundle, state, home, admin_key
+        self.settings = dict(settings or {})
         source_tree = Path(__file__).resolve().parents[2]
         super().__init__(SERVICE, log_path=home / "server.log", cwd=source_tree)
 
@@ -210,6 +219,7 @@ class ScoringServer(BentoServer):
             "BENTOML_HOME": str(self.home / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "True",
             "PYTHONUNBUFFERED": "1",
+            **self.settings,
         }
         self.env.pop(contracts.ADMIN_KEY_ENV, None)
         if self.admin_key is not None:

@@ -78,25 +78,10 @@ def send(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Server(ScoringServer):
-    """A scoring server with extra environment (store URL, workers, lag)."""
+    """A scoring server with extra settings (store URL, workers, lag) and the test's key."""
 
-    def __init__(self, bundle: Path, root: Path, **env: str) -> None:
-        super().__init__(bundle, root / "state", root / "home", ADMIN_KEY)
-        self.extra = env
-
-    def start(self, timeout: float = 120.0) -> None:
-        import os
-
-        saved = {k: os.environ.get(k) for k in self.extra}
-        os.environ.update(self.extra)
-        try:
-            super().start(timeout)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    def __init__(self, bundle: Path, root: Path, **settings: str) -> None:
+        super().__init__(bundle, root / "state", root / "home", ADMIN_KEY, settings)
 
 
 @pytest.fixture(scope="module")
