@@ -58,6 +58,7 @@ from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.serving.deployment import SINGLE_ROW_THREADS
 
 NAIVE_SERVICE = "benchmarks.naive_service:NaiveScoring"
+NAIVE_BEST_SERVICE = "benchmarks.naive_service:NaiveBestScoring"
 SEED = 5
 RATES = (50, 200, 400)
 WARMUP_REQUESTS = 300
@@ -96,11 +97,11 @@ def fmt_pct(p: tuple[float, float, float]) -> str:
 
 
 class NaiveServer(ScoringServer):
-    """``ScoringServer`` serving the naive service instead of ours."""
+    """``ScoringServer`` serving a naive service (``target``) instead of ours."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, target: str = NAIVE_SERVICE, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.target = NAIVE_SERVICE
+        self.target = target
 
 
 def tree_cpu_seconds(server: ScoringServer) -> float:
@@ -173,6 +174,8 @@ def transactions(world: World, size: float, needed: int) -> list[dict[str, Any]]
 class Outcome:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     lags: list[float] = field(default_factory=list)  # open loop: send start - scheduled time
+    # open loop: (scheduled time since the phase's start, latency or None when it failed)
+    trace: list[tuple[float, float | None]] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     rows_per_request: int = 1
     elapsed: float = 0.0
@@ -245,8 +248,11 @@ async def open_loop(
 
     async def one(scheduled: float, body: bytes) -> None:
         out.lags.append(perf() - scheduled)
+        latency = None
         if await client.post(path, body, out.errors):
-            out.latencies.append(perf() - scheduled)
+            latency = perf() - scheduled
+            out.latencies.append(latency)
+        out.trace.append((scheduled - start, latency))
 
     start = perf() + 0.02
     tasks = []
