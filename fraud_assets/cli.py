@@ -271,6 +271,32 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0 if switched else 1
 
 
+def cmd_import_labels(args: argparse.Namespace) -> int:
+    """Analyst or chargeback labels from a file, appended whole to the feedback log."""
+    from fraud_assets.lib.labels import LabelFileError, read_label_file
+    from fraud_assets.serving.logs import FeedbackLog
+
+    try:
+        rows = read_label_file(Path(args.file))
+    except LabelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log = FeedbackLog(settings.SERVING_STATE)
+    try:
+        log.append_many(rows)
+    finally:
+        log.close()
+    days = sorted({row["received_at"][:10] for row in rows})
+    frauds = sum(row["is_fraud"] for row in rows)
+    print(f"{len(rows)} label events ({frauds} frauds) appended to {log.path}")
+    print(
+        f"they join the fraud_labels partitions of {days[0]} .. {days[-1]}: live monitoring sees "
+        "them now; training and terminal risk once those days' daily_ingestion runs (again): "
+        f"python -m fraud_assets.cli run daily_ingestion --start {days[0]} --end {days[-1]}"
+    )
+    return 0
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -317,6 +343,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rb = sub.add_parser("rollback", help="point the champion alias back at the previous champion")
     rb.add_argument("--model", help="registered model name (default from settings)")
     rb.set_defaults(func=cmd_rollback)
+    il = sub.add_parser(
+        "import-labels",
+        help="append analyst/chargeback labels (CSV or Parquet: transaction_id, is_fraud, "
+        "[known_at, source]) to the feedback log, as label events",
+    )
+    il.add_argument("file")
+    il.set_defaults(func=cmd_import_labels)
     ui = sub.add_parser("mlflow-ui", help="the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_mlflow_ui)

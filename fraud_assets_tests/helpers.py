@@ -34,13 +34,17 @@ def build_defs(
     lake: Path,
     source: dg.ConfigurableResource | None = None,
     extra_assets: list | None = None,
+    serving_state: Path | None = None,
     **quality: float,
 ) -> dg.Definitions:
+    """Ingestion on ``lake``; feedback read from ``serving_state`` (default: beside the lake)."""
+    serving_state = serving_state or lake.parent / f"{lake.name}-serving"
     return dg.Definitions(
         assets=[*dg.load_assets_from_modules([ingestion_assets]), *(extra_assets or [])],
         asset_checks=dg.load_asset_checks_from_modules([ingestion_checks]),
         resources={
             "lake": PolarsParquetIOManagerResource(base_path=str(lake)),
+            "serving_logs": ServingLogs(state_root=str(serving_state)),
             "source": source or sim_source(),
             "raw_quality": ingestion_checks.RawQualityResource(**quality),
         },

@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from fraud_assets.lib.labels import label_events
 from fraud_assets.lib.quality import CheckOutcome
 from fraud_assets.lib.schema import empty_labels
 
@@ -24,7 +25,8 @@ def concat_partitions(loaded: Any, empty: pl.DataFrame | None = None) -> pl.Data
 
 
 def concat_labels(loaded: Any) -> pl.DataFrame:
-    return concat_partitions(loaded, empty_labels())
+    """A window of ``fraud_labels`` partitions as label events (``lib/labels``), in order."""
+    return label_events(concat_partitions(loaded, empty_labels()))
 
 
 def check_results(asset: str, outcomes: list[CheckOutcome], log: Any) -> list[dg.AssetCheckResult]:

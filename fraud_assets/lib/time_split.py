@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
+from fraud_assets.lib.labels import labels_as_of, latest_labels
 from fraud_assets.lib.schema import SCENARIO
 
 
@@ -99,7 +100,7 @@ def build_training_set(
             *([SCENARIO] if SCENARIO in truth.columns else []),
         )
         if truth is not None and "is_fraud" in truth.columns
-        else labels.group_by("transaction_id").agg(eventual=pl.col("is_fraud").max())
+        else latest_labels(labels).select("transaction_id", eventual=pl.col("is_fraud"))
     )
     compromised = (
         features.filter(day < w["test"][0])
@@ -128,12 +129,9 @@ def build_refit_set(
 
 
 def _known_labels(labels: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    """(transaction_id, known_label) for the label events known before `cutoff`."""
-    return (
-        labels.filter(pl.col("known_at") < cutoff)
-        .group_by("transaction_id")
-        .agg(known_label=pl.col("is_fraud").max())
-    )
+    """(transaction_id, known_label): the label in force before `cutoff` (a withdrawn fraud
+    label is genuine again)."""
+    return labels_as_of(labels, cutoff).rename({"is_fraud": "known_label"})
 
 
 def _labelled(features: pl.DataFrame, days: tuple[date, date], known: pl.DataFrame) -> pl.DataFrame:

@@ -127,13 +127,20 @@ class FeedbackLog:
 
     def append(self, row: dict[str, Any]) -> None:
         """Returns only once the line is on disk."""
-        data = (_dumps(row) + "\n").encode("utf-8")
+        self.append_many([row])
+
+    def append_many(self, rows: list[dict[str, Any]]) -> None:
+        """All rows in one ``write`` (O_APPEND: never interleaved with another writer's
+        lines), on disk before it returns: an import lands whole or, on a full disk, fails."""
+        data = "".join(_dumps(row) + "\n" for row in rows).encode("utf-8")
         with self._lock:
             written = os.write(self._fd, data)
             if written != len(data):  # a short write to a regular file means a full disk
+                end = os.fstat(self._fd).st_size
+                os.ftruncate(self._fd, end - written)  # no half-applied import
                 raise OSError(f"short write to {self.path}: {written} of {len(data)} bytes")
             os.fsync(self._fd)
-            self.rows += 1
+            self.rows += len(rows)
 
     def close(self) -> None:
         with self._lock:

@@ -37,6 +37,7 @@ def test_partitions_identical_in_any_order_and_in_a_parallel_backfill(
     # A parallel backfill: one `dagster asset materialize` process per partition, all at once.
     env = os.environ | {
         "FRAUD_DATA_ROOT": str(parallel),
+        "FRAUD_SERVING_STATE": str(tmp_path / "par-serving"),  # no feedback, as the others
         "DAGSTER_HOME": str(tmp_path / "home"),
         "FRAUD_SIM_SEED": str(SMALL_SIM["seed"]),
         "FRAUD_SIM_SIZE": str(SMALL_SIM["size"]),

@@ -495,3 +495,33 @@ def test_a_bundle_built_with_other_feature_conventions_is_refused() -> None:
     other = FEATURE_PARAMETERS | {"small_amount": FEATURE_PARAMETERS["small_amount"] + 1}
     with pytest.raises(BundleError, match="FRAUD_SMALL_AMOUNT"):
         validate_manifest(manifest | {"feature_parameters": other})
+
+
+def test_a_withdrawn_fraud_label_stops_counting_from_the_day_after_the_correction() -> None:
+    yesterday = T0 - timedelta(days=1)
+    hist = _tx(
+        [
+            ("f1", yesterday - timedelta(days=2), "c2", "t1", 50.0, "card_present"),
+            ("now", T0, "c1", "t1", 20.0, "card_present"),
+        ]
+    )
+    midnight = datetime(2026, 3, 10, tzinfo=UTC)
+    fraud = ("f1", 1, midnight - timedelta(days=2))
+    correction = ("f1", 0, midnight - timedelta(hours=1))  # known before day D
+    assert _row(batch_features(hist, _labels([fraud]), DAY), "now")["terminal_fraud_count_7d"] == 1
+    withdrawn = _row(batch_features(hist, _labels([fraud, correction]), DAY), "now")
+    assert withdrawn["terminal_fraud_count_7d"] == 0
+    # A correction known only on day D does not count yet for day D, but does the day after.
+    late = ("f1", 0, midnight + timedelta(hours=1))
+    assert (
+        terminal_snapshot(hist, _labels([fraud, late]), DAY).to_dicts()[0][
+            "terminal_fraud_count_7d"
+        ]
+        == 1
+    )
+    assert (
+        terminal_snapshot(hist, _labels([fraud, late]), DAY + timedelta(days=1)).to_dicts()[0][
+            "terminal_fraud_count_7d"
+        ]
+        == 0
+    )

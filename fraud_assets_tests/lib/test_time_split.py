@@ -121,3 +121,27 @@ def test_the_validation_slice_holds_at_least_two_days() -> None:
     out = build_training_set(_features(rows), NO_LABELS, None, LAST, cfg)
     validation = out.filter(pl.col("split") == "validation")["ts"].dt.date().unique().sort()
     assert validation.to_list() == [end - timedelta(days=1), end]
+
+
+def test_a_withdrawn_fraud_label_trains_as_genuine_once_the_correction_is_known() -> None:
+    rows = [
+        ("tr_fixed", date(2026, 3, 15), "c1"),  # fraud, withdrawn before the cutoff
+        ("tr_open", date(2026, 3, 16), "c2"),  # fraud, withdrawn only after the cutoff
+        ("te_fixed", date(2026, 3, 28), "c3"),  # test row: its eventual label is the latest
+    ]
+    cutoff = datetime(2026, 3, 27, tzinfo=UTC)
+    labels = pl.DataFrame(
+        {
+            "transaction_id": ["tr_fixed", "tr_fixed", "tr_open", "tr_open", "te_fixed", "te_fixed"],
+            "is_fraud": [1, 0, 1, 0, 1, 0],
+            "known_at": [
+                cutoff - timedelta(days=8), cutoff - timedelta(days=1),
+                cutoff - timedelta(days=8), cutoff + timedelta(days=1),
+                cutoff + timedelta(days=2), cutoff + timedelta(days=3),
+            ],
+        },
+        schema=NO_LABELS.schema,
+    )  # fmt: skip
+    out = build_training_set(_features(rows), labels, None, LAST, CFG)
+    got = dict(out.select("transaction_id", "label").iter_rows())
+    assert got == {"tr_fixed": 0, "tr_open": 1, "te_fixed": 0}

@@ -76,9 +76,9 @@ def _labelled_predictions(
     context: dg.AssetExecutionContext, storage: LakeStorage, logs: ServingLogs, day: date
 ) -> pl.DataFrame:
     """The day's predictions joined with the latest label known for each transaction."""
+    from fraud_assets.lib.labels import latest_labels
     from fraud_assets.lib.monitoring.logs import (
         join_labels,
-        latest_labels,
         read_feedback,
         read_label_partitions,
         read_predictions,

@@ -41,6 +41,7 @@ from fraud_assets.lib.features.definitions import (
     terminal_lookback_days,
 )
 from fraud_assets.lib.features.history import CustomerHistory
+from fraud_assets.lib.labels import fraud_spans
 from fraud_assets.lib.store_seed import histories_from_transactions
 
 
@@ -135,6 +136,7 @@ def _prior_zscores(
 
 
 # What customer_features computes: every customer feature but the terminal ones.
+NEVER = date(9999, 1, 1)  # the withdrawal day of a fraud label still in force
 WINDOW_FEATURES = [
     f for f in CUSTOMER_FEATURES if f not in (CUSTOMER_TERMINAL_VISITS, CUSTOMER_DISTINCT_TERMINALS)
 ]
@@ -340,7 +342,8 @@ def _terminal_features(
     whose fraud label was known before D 00:00 UTC. Both are read off dense (day x terminal)
     tables cumulated over days: daily transaction counts (a window is a difference of two
     cells), and per window +1/-1 events for frauds, since a fraud on day d whose label became
-    known on day k counts from day max(d+s, k)+1 to day d+s+w.
+    known on day k (and was withdrawn on day u, if it was) counts from day max(d+s, k)+1 to
+    day min(d+s+w, u). A label re-asserted after a withdrawal is another such period.
     """
     if keys.height == 0:
         return keys.with_columns(pl.lit(0.0).alias(c) for c in TERMINAL_FEATURES)
@@ -358,11 +361,15 @@ def _terminal_features(
             units=(pl.col("amount").cast(pl.Float64) * AMOUNT_SCALE),
         )
     )
+    # Periods during which a fraud label was in force (a correction can withdraw one).
     known = (
-        labels.lazy()
-        .filter(pl.col("known_at") < hi, pl.col("is_fraud") == 1)
-        .group_by("transaction_id")
-        .agg(known=pl.col("known_at").min().dt.date())
+        fraud_spans(labels.filter(pl.col("known_at") < hi))
+        .lazy()
+        .select(
+            "transaction_id",
+            known=pl.col("known_at").dt.date(),
+            until=pl.col("until").dt.date().fill_null(NEVER),
+        )
     )
     tx, frauds = pl.collect_all([tx, tx.join(known, on="transaction_id", how="inner")])
     # Tables are (day, terminal), days counted from the first one the windows reach. Batch
@@ -389,13 +396,14 @@ def _terminal_features(
     # are exact, so the mean does not depend on the rows' order.
     units_before = table(days(tx["day"]) + 1, tx_term, np.rint(tx["units"].to_numpy()))
     fraud_day, known_day = days(frauds["day"]), days(frauds["known"])
+    withdrawn_day = days(frauds["until"])
     cols = {}
     for shift, suffix in ((0, ""), (maturity_days, MATURE)):
         enter = np.maximum(fraud_day + shift, known_day) + 1
         end = key_cell - shift * n_terms  # transactions before day D - shift
         for w in WINDOWS_DAYS:
             count = tx_before[end] - tx_before[end - w * n_terms]
-            leave = fraud_day + shift + w + 1
+            leave = np.minimum(fraud_day + shift + w, withdrawn_day) + 1
             live = enter < leave
             events = np.concatenate([enter[live], leave[live]])
             signs = np.repeat([1.0, -1.0], live.sum())

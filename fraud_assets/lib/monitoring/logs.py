@@ -14,8 +14,8 @@ nothing was logged):
 A line that does not parse (a process killed mid-write leaves a truncated last line) is
 skipped and reported in the returned ``problems``; reading never fails on it.
 
-Labels: the latest label per transaction wins, over pipeline label events (``known_at``)
-and feedback (``received_at``); on equal times feedback wins. An alert is
+Labels: the label in force wins (``lib/labels``: the latest event, a human's on equal
+times), over the stored label events and the feedback log. An alert is
 ``decision != "approve"`` (review or decline), as the service decided it (a shadow row's
 decision is the challenger's, on its own thresholds).
 """
@@ -36,13 +36,13 @@ from fraud_assets.lib.contracts import (
     ERROR_FIELDS,
     ERRORS_LOG,
     FEEDBACK_FIELDS,
-    FEEDBACK_LABELS,
     PIPELINE_LABELS,
     PREDICTION_FIELDS,
     PREDICTIONS_LOG,
     day_log_files,
     feedback_file,
 )
+from fraud_assets.lib.labels import LABEL_SCHEMA, feedback_events
 
 
 def _log_schema(fields: Sequence[str], dtypes: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
@@ -89,12 +89,6 @@ FEEDBACK_SCHEMA = _log_schema(
         "source": pl.String(),
     },
 )
-LABEL_SCHEMA: dict[str, pl.DataType] = {
-    "transaction_id": pl.String(),
-    "is_fraud": pl.Int8(),
-    "known_at": pl.Datetime("us", "UTC"),
-    "label_source": pl.String(),
-}
 SOURCE_COLUMN = "log_file"  # added to every log row: the file (one per process) it came from
 
 
@@ -196,19 +190,11 @@ def _utc(column: str) -> pl.Expr:
 
 
 def read_feedback(state_root: str | Path) -> tuple[pl.DataFrame, list[str]]:
-    """The service's feedback log as label events (LABEL_SCHEMA), and any lines skipped."""
+    """The service's feedback log (``/feedback`` and imported label files) as label events
+    (LABEL_SCHEMA), and any lines skipped."""
     path = feedback_file(state_root)
     raw, problems = read_jsonl([path] if path.is_file() else [], FEEDBACK_SCHEMA)
-    events = raw.filter(pl.col("transaction_id").is_not_null() & pl.col("is_fraud").is_not_null())
-    return (
-        events.select(
-            "transaction_id",
-            pl.col("is_fraud").cast(pl.Int8),
-            _utc("received_at").alias("known_at"),
-            pl.lit(FEEDBACK_LABELS).alias("label_source"),
-        ),
-        problems,
-    )
+    return feedback_events(raw), problems
 
 
 def read_label_partitions(data_root: str, asset: str, since: date) -> pl.DataFrame:
@@ -229,15 +215,13 @@ def read_label_partitions(data_root: str, asset: str, since: date) -> pl.DataFra
         if day < since:
             continue
         with path.open("rb") as f:
-            frames.append(pl.read_parquet(f, columns=["transaction_id", "is_fraud", "known_at"]))
+            frame = pl.read_parquet(f)
+        if "label_source" not in frame.columns:  # partitions written before label sources
+            frame = frame.with_columns(label_source=pl.lit(PIPELINE_LABELS))
+        frames.append(frame.select(list(LABEL_SCHEMA)).cast(LABEL_SCHEMA))
     if not frames:
         return pl.DataFrame(schema=LABEL_SCHEMA)
-    return pl.concat(frames, how="vertical_relaxed").select(
-        pl.col("transaction_id").cast(pl.String),
-        pl.col("is_fraud").cast(pl.Int8),
-        pl.col("known_at").cast(pl.Datetime("us", "UTC")),
-        pl.lit(PIPELINE_LABELS).alias("label_source"),
-    )
+    return pl.concat(frames, how="vertical")
 
 
 def read_history(data_root: str, asset: str, days: Sequence[date]) -> pl.DataFrame:
@@ -251,22 +235,6 @@ def read_history(data_root: str, asset: str, days: Sequence[date]) -> pl.DataFra
             with path.open("rb") as f:
                 frames.append(pl.read_parquet(f))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-
-
-def latest_labels(*events: pl.DataFrame) -> pl.DataFrame:
-    """One label per transaction: the most recent event wins (feedback on equal times)."""
-    frames = [e.select(list(LABEL_SCHEMA)).cast(LABEL_SCHEMA) for e in events if e.height]
-    if not frames:
-        return pl.DataFrame(schema=LABEL_SCHEMA)
-    return (
-        pl.concat(frames, how="vertical")
-        .filter(pl.col("transaction_id").is_not_null() & pl.col("is_fraud").is_not_null())
-        .with_columns(_feedback=pl.col("label_source") == FEEDBACK_LABELS)
-        .sort("known_at", "_feedback", nulls_last=False, maintain_order=True)
-        .unique("transaction_id", keep="last", maintain_order=True)
-        .drop("_feedback")
-        .sort("transaction_id")
-    )
 
 
 # --------------------------------------------------------------------------- join

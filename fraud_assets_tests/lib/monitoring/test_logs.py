@@ -10,11 +10,11 @@ from pathlib import Path
 import polars as pl
 
 from fraud_assets.lib.contracts import ERRORS_LOG, PREDICTIONS_LOG, day_folder
+from fraud_assets.lib.labels import latest_labels
 from fraud_assets.lib.monitoring.logs import (
     PREDICTION_SCHEMA,
     SOURCE_COLUMN,
     join_labels,
-    latest_labels,
     read_errors,
     read_feedback,
     read_label_partitions,
