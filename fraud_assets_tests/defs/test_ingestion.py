@@ -14,6 +14,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from fraud_assets.lib.contracts import PIPELINE_LABELS
+from fraud_assets.lib.labels import LABEL_SCHEMA
 from fraud_assets.lib.simulation import SimulationConfig, Simulator
 from fraud_assets.resources.source import TransactionSourceResource
 from fraud_assets_tests.helpers import SMALL_SIM, build_defs, materialize_day
@@ -103,7 +105,8 @@ def test_materialization_metadata_and_data_version(tmp_path: Path, instance) -> 
     )
     assert v_again == version != v_other
     labels = pl.read_parquet(tmp_path / "fraud_labels" / f"{DAYS[0]}.parquet")
-    assert labels.columns == ["transaction_id", "is_fraud", "known_at"]
+    assert labels.columns == list(LABEL_SCHEMA)
+    assert labels["label_source"].unique().to_list() == [PIPELINE_LABELS]  # no feedback here
     assert labels["known_at"].dt.date().cast(pl.String).unique().to_list() == [DAYS[0]]
 
 
