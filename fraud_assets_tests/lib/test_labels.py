@@ -10,6 +10,7 @@ import pytest
 
 from fraud_assets.lib.contracts import FEEDBACK_LABELS, PIPELINE_LABELS
 from fraud_assets.lib.labels import (
+    LABEL_SCHEMA,
     LabelFileError,
     fraud_spans,
     label_events,
@@ -22,16 +23,7 @@ T = datetime(2026, 3, 10, tzinfo=UTC)
 
 
 def _events(rows: list[tuple[str, int, datetime, str]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        rows,
-        schema={
-            "transaction_id": pl.String,
-            "is_fraud": pl.Int8,
-            "known_at": pl.Datetime("us", "UTC"),
-            "label_source": pl.String,
-        },
-        orient="row",
-    )
+    return pl.DataFrame(rows, schema=LABEL_SCHEMA, orient="row")
 
 
 def test_the_latest_event_is_in_force_and_a_human_wins_a_tie() -> None:
