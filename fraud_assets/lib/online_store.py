@@ -11,10 +11,12 @@ chosen by ``FRAUD_ONLINE_STORE`` (``open_store``):
 
 Both apply transactions through the same Python feature code (``features.online_vectors``):
 the store only decides where the histories come from and how the update is made atomic. In
-process that is a lock; in Redis it is optimistic concurrency (WATCH the customers' keys,
-read, compute, MULTI/EXEC the new histories, retry on conflict), so two workers scoring one
-card at once apply its transactions one after the other, never losing one. No feature logic
-is duplicated in a Lua script.
+process that is a lock; in Redis it is optimistic concurrency in two round trips: one MGET
+reads the histories (each prefixed by a random version token) and the ids' records, Python
+computes, and one Lua compare-and-set writes the new histories and records only if every
+token read is still there and no record appeared meanwhile, else it retries. Two workers
+scoring one card at once thus apply its transactions one after the other, never losing one.
+The script only compares and writes: no feature logic is duplicated in Lua.
 
 ``apply`` runs a caller's ``check`` on the very state it is about to change, before changing
 it: a refused request changes nothing.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -247,16 +250,51 @@ HISTORY_TTL_S = IDLE_DAYS * 86_400  # wall-clock: a card idle this long is evict
 RECORD_TTL_S = 7 * 86_400  # how long a retried transaction id is recognised by every worker
 MAX_CONFLICT_RETRIES = 50
 SEED_CHUNK = 1_000
+DECODED_CARDS = 20_000  # per worker: recently written histories kept decoded
+TOKEN_BYTES = 8  # a history's value: a random version token, then the msgpack arrays
+
+# Compare-and-set of one update. KEYS: the histories, then the records of the ids. ARGV:
+# how many histories, their tokens as read ("" if absent), their new values ("" to leave one
+# as is), the records' new values ("" for a record read as present: it never changes), then
+# the two TTLs. Returns 1 if written; else (a history changed, or a record appeared since
+# the read) the current values of all KEYS, so that the caller retries without a read.
+_COMPARE_AND_SET = f"""
+local n = tonumber(ARGV[1])
+local fresh = true
+for i = 1, n do
+  if redis.call('GETRANGE', KEYS[i], 0, {TOKEN_BYTES - 1}) ~= ARGV[1 + i] then fresh = false end
+end
+for i = n + 1, #KEYS do
+  if ARGV[1 + n + i] ~= '' and redis.call('EXISTS', KEYS[i]) == 1 then fresh = false end
+end
+if not fresh then return redis.call('MGET', unpack(KEYS)) end
+local history_ttl, record_ttl = ARGV[#ARGV - 1], ARGV[#ARGV]
+for i = 1, #KEYS do
+  local value = ARGV[1 + n + i]
+  if value ~= '' then
+    redis.call('SET', KEYS[i], value, 'EX', i <= n and history_ttl or record_ttl)
+  end
+end
+return 1
+"""
+
+# step(histories, records) -> (new histories by customer, new records by id, result)
+Step = Callable[
+    [dict[str, CustomerHistory | None], dict[str, tuple]],
+    tuple[Mapping[str, CustomerHistory], Mapping[str, bytes], Any],
+]
 
 
 class RedisStore:
     """Histories, terminal snapshots and applied-id records in Redis (``redis://`` URL).
 
-    Keys (``prefix`` default ``fraud:``): ``h:<customer>`` a history (msgpack of its four
-    lists, TTL ``HISTORY_TTL_S`` renewed at every write), ``tx:<transaction_id>`` the request
-    fields and feature vector of an applied transaction (``RECORD_TTL_S``), ``terminals`` a
-    hash of snapshots, ``meta`` a hash with the seed's and the snapshots' day. Each worker
-    holds the terminal snapshots in memory too (read per transaction, refreshed daily).
+    Keys (``prefix`` default ``fraud:``): ``h:<customer>`` a history (a version token, then
+    msgpack of its four lists; TTL ``HISTORY_TTL_S`` renewed at every write),
+    ``tx:<transaction_id>`` the request fields and feature vector of an applied transaction
+    (``RECORD_TTL_S``), ``terminals`` a hash of snapshots, ``meta`` a hash with the seed's
+    and the snapshots' day. Each worker holds the terminal snapshots in memory too (read per
+    transaction, refreshed daily). One update is one MGET and one script call, however many
+    transactions it carries (a batch chunk is as cheap in round trips as one transaction).
     """
 
     backend = "redis"
@@ -265,14 +303,17 @@ class RedisStore:
     def __init__(self, url: str, prefix: str = "fraud:") -> None:
         import redis
 
-        self._redis_errors = redis
         self.url = url
         self.client = redis.Redis.from_url(url)
+        self._compare_and_set = self.client.register_script(_COMPARE_AND_SET)
         self.prefix = prefix
         self._terminal_values: dict[str, tuple[float, ...]] = {}
         self.as_of: date | None = None
         self.seed_as_of: date | None = None
         self.conflicts = 0
+        # customer -> (token, history): the histories this worker last wrote, most recent
+        # last; a card scored by this worker again skips decoding and the window rebuild.
+        self._decoded: OrderedDict[str, tuple[bytes, CustomerHistory]] = OrderedDict()
 
     def _h(self, customer_id: str) -> str:
         return f"{self.prefix}h:{customer_id}"
@@ -290,51 +331,115 @@ class RedisStore:
 
     @staticmethod
     def _history(blob: bytes | None) -> CustomerHistory | None:
-        return None if blob is None else CustomerHistory.from_arrays(*_HISTORY.decode(blob))
+        if blob is None:
+            return None
+        return CustomerHistory.from_arrays(*_HISTORY.decode(memoryview(blob)[TOKEN_BYTES:]))
 
     def peek(self, customer_id: str) -> CustomerHistory | None:
         return self._history(self.client.get(self._h(customer_id)))
+
+    def _read(self, customer_id: str, blob: bytes | None) -> CustomerHistory | None:
+        """The history a value holds: this worker's decoded copy while the value's token is
+        the one it last wrote or read (no decoding, and the window index kept), else
+        decoded afresh. The copy is handed out to be changed: ``_transact`` keeps it only if
+        the change is written, and forgets it otherwise."""
+        if blob is None:
+            return None
+        cached = self._decoded.get(customer_id)
+        if cached is not None and blob.startswith(cached[0]):
+            self._decoded.move_to_end(customer_id)
+            return cached[1]
+        return self._history(blob)
+
+    def _keep(self, customer_id: str, token: bytes, history: CustomerHistory) -> None:
+        decoded = self._decoded
+        decoded[customer_id] = (token, history)
+        decoded.move_to_end(customer_id)
+        if len(decoded) > DECODED_CARDS:
+            decoded.popitem(last=False)
 
     def _transact(
         self,
         customers: Sequence[str],
         tids: Sequence[str],
-        step: Callable[[Any, dict[str, CustomerHistory | None], dict[str, tuple]], Any],
+        step: Step,
+        optimistic: bool = False,
     ) -> Any:
-        """Run ``step(pipe, histories, records)`` on fresh copies of these customers'
-        histories and these ids' records, under WATCH; retry when another process wrote
-        one of them in between (``step`` must have no effect outside the pipeline)."""
-        keys = [self._h(c) for c in customers] + [self._tx(t) for t in tids]
-        watch_error = self._redis_errors.WatchError
+        """Run ``step`` on these customers' histories and these ids' records, and write what
+        it returns if nothing it read has changed since; else run it again on the current
+        values (``step`` must have no effect but on the histories it is given, which are
+        this call's to change).
+
+        The first run reads the values (MGET), or, ``optimistic`` and with every customer's
+        history kept decoded by this worker, assumes them: the kept histories and no
+        records (new transactions). The compare-and-set then verifies the assumption in the
+        same round trip as the write: a card this worker scored last costs one round trip.
+        A ``step`` that raises on assumed values runs again on read ones before the error
+        counts (a request is only ever refused on the store's actual state)."""
+        history_keys = [self._h(c) for c in customers]
+        keys = history_keys + [self._tx(t) for t in tids]
+        decoded = self._decoded
+        blobs: list[bytes | None] | None = None
+        if not (optimistic and all(c in decoded for c in customers)):
+            blobs = self.client.mget(keys)
         for _ in range(MAX_CONFLICT_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(*keys)
-                    blobs = pipe.mget(keys) if keys else []
-                    histories = {
-                        c: self._history(b) for c, b in zip(customers, blobs, strict=False)
-                    }
-                    records = {
-                        t: _RECORD.decode(b)
-                        for t, b in zip(tids, blobs[len(customers) :], strict=True)
-                        if b is not None
-                    }
-                    return step(pipe, histories, records)
-                except watch_error:
-                    self.conflicts += 1
+            if blobs is None:
+                tokens = [decoded[c][0] for c in customers]
+                histories = {c: decoded[c][1] for c in customers}
+                records: dict[str, tuple] = {}
+            else:
+                tokens = [b"" if v is None else v[:TOKEN_BYTES] for v in blobs[: len(customers)]]
+                histories = {c: self._read(c, v) for c, v in zip(customers, blobs, strict=False)}
+                records = {
+                    t: _RECORD.decode(v)
+                    for t, v in zip(tids, blobs[len(customers) :], strict=True)
+                    if v is not None
+                }
+            try:
+                new_histories, new_records, result = step(histories, records)
+            except BaseException as exc:
+                self._forget(customers)  # the step may have changed a kept history
+                if blobs is None and isinstance(exc, Exception):  # decide on read values
+                    blobs = self.client.mget(keys)
+                    continue
+                raise
+            if not new_histories and not new_records and blobs is not None:
+                return result
+            new_tokens = {c: os.urandom(TOKEN_BYTES) for c in new_histories}
+            args: list[Any] = [len(customers), *tokens]
+            args += [
+                new_tokens[c] + _ENCODER.encode(new_histories[c].to_arrays())
+                if c in new_histories
+                else b""
+                for c in customers
+            ]
+            args += [new_records.get(t, b"") for t in tids]
+            args += [HISTORY_TTL_S, RECORD_TTL_S]
+            answer = self._compare_and_set(keys=keys, args=args)
+            if answer == 1:
+                for c, history in new_histories.items():
+                    self._keep(c, new_tokens[c], history)
+                return result
+            self._forget(customers)
+            self.conflicts += 1
+            blobs = answer
         raise StoreBusy(f"online store: {MAX_CONFLICT_RETRIES} conflicting updates in a row")
 
+    def _forget(self, customers: Sequence[str]) -> None:
+        for c in customers:
+            self._decoded.pop(c, None)
+
     def inspect(self, txs: Sequence[Mapping[str, Any]], check: Check) -> None:
-        def step(pipe: Any, histories: dict, records: dict) -> None:
-            pipe.unwatch()
+        def step(histories: dict, records: dict) -> tuple[dict, dict, None]:
             check(txs, histories.get, lambda t: records[t][0] if t in records else None)
+            return {}, {}, None
 
         self._transact(*_keys_of(txs), step)
 
     def apply(
         self, txs: Sequence[Mapping[str, Any]], categoricals: Sequence[str], check: Check
     ) -> tuple[list[tuple[Any, ...] | None], dict[str, tuple[Any, ...]]]:
-        def step(pipe: Any, histories: dict, records: dict) -> tuple[list, dict]:
+        def step(histories: dict, records: dict) -> tuple[dict, dict, tuple[list, dict]]:
             check(txs, histories.get, lambda t: records[t][0] if t in records else None)
             todo = [tx for tx in txs if tx["transaction_id"] not in records]
 
@@ -345,19 +450,16 @@ class RedisStore:
                 return history
 
             vectors = online_vectors(todo, history_of, self.terminal_values, categoricals)
-            pipe.multi()
-            for customer_id in dict.fromkeys(tx["customer_id"] for tx in todo):
-                blob = _ENCODER.encode(histories[customer_id].to_arrays())
-                pipe.set(self._h(customer_id), blob, ex=HISTORY_TTL_S)
-            for tx, vector in zip(todo, vectors, strict=True):
-                record = _ENCODER.encode((request_fields(tx), vector))
-                pipe.set(self._tx(tx["transaction_id"]), record, ex=RECORD_TTL_S)
-            pipe.execute()
+            new_histories = {tx["customer_id"]: histories[tx["customer_id"]] for tx in todo}
+            new_records = {
+                tx["transaction_id"]: _ENCODER.encode((request_fields(tx), vector))
+                for tx, vector in zip(todo, vectors, strict=True)
+            }
             applied = iter(vectors)
             out = [None if tx["transaction_id"] in records else next(applied) for tx in txs]
-            return out, records
+            return new_histories, new_records, (out, records)
 
-        return self._transact(*_keys_of(txs), step)
+        return self._transact(*_keys_of(txs), step, optimistic=True)
 
     def terminal_values(self, terminal_id: str) -> tuple[float, ...]:
         values = self._terminal_values.get(terminal_id)
@@ -445,16 +547,17 @@ class RedisStore:
         for lo in range(0, len(ids), SEED_CHUNK):
             chunk = ids[lo : lo + SEED_CHUNK]
 
-            def step(pipe: Any, histories: dict, records: dict, chunk: list[str] = chunk) -> None:
-                pipe.multi()
+            def step(
+                histories: dict, records: dict, chunk: list[str] = chunk
+            ) -> tuple[dict, dict, None]:
+                merged = {}
                 for customer_id in chunk:
-                    merged = seed.customers[customer_id]
+                    seeded = seed.customers[customer_id].to_arrays()  # a retry starts afresh
+                    history = merged[customer_id] = CustomerHistory.from_arrays(*seeded)
                     live = histories.get(customer_id)
                     if live is not None:
-                        merged.extend(live, since=start)
-                    blob = _ENCODER.encode(merged.to_arrays())
-                    pipe.set(self._h(customer_id), blob, ex=HISTORY_TTL_S)
-                pipe.execute()
+                        history.extend(live, since=start)
+                return merged, {}, None
 
             self._transact(chunk, (), step)
 

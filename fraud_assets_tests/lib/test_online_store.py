@@ -489,6 +489,30 @@ def test_redis_store_records_applied_ids_for_every_worker(tmp_path: Path, redis_
     assert seen == [request_fields(row)]  # what a check compares a retry against
 
 
+def test_redis_store_verifies_the_history_a_worker_kept_before_writing(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A worker scores a card it scored last on its kept copy, in one round trip: after
+    another worker scored the card meanwhile, the write is refused, redone on the current
+    history (nothing lost), and a retried id the other applied is recognised."""
+    _write(tmp_path / "b", {})
+    one, two = RedisStore(redis_url), RedisStore(redis_url)
+    one.load_seed(tmp_path / "b")
+    two.load_seed(tmp_path / "b")
+    rows = [_tx(t, MIDNIGHT + timedelta(seconds=i), "c1", 1.0 + i) for i, t in enumerate("abc")]
+    alone = EmbeddedStore()
+    alone.load_seed(tmp_path / "b")
+    want = _score(alone, rows)
+    got = _score(one, rows[:1]) + _score(two, rows[1:2])
+    assert one.conflicts == 0
+    got += _score(one, rows[2:])  # one's kept copy lacks "b": refused, then redone
+    assert one.conflicts == 1 and got == want
+    assert one.peek("c1").to_arrays() == alone.peek("c1").to_arrays()
+    vectors, recorded = one.apply(rows[1:2], CATS, _no_check)  # "b" retried at one
+    assert vectors == [None] and recorded["b"][1] == want[1]
+    assert len(one.peek("c1").keys) == 3
+
+
 def test_embedded_store_forgets_cards_idle_past_the_longest_window(tmp_path: Path) -> None:
     _write(tmp_path / "b", {})
     store = EmbeddedStore()
