@@ -122,6 +122,9 @@ DAILY_PIPELINE_CRON = _env("FRAUD_DAILY_PIPELINE_CRON", "0 1 * * *")
 RETRAINING_CRON = _env("FRAUD_RETRAINING_CRON", "0 3 * * *")
 LIVE_AP_FLOOR = float(_env("FRAUD_LIVE_AP_FLOOR", "0.2"))
 LIVE_MIN_LABELLED = int(_env("FRAUD_LIVE_MIN_LABELLED", "500"))
+# The review queue's capacity: alerts per day the analysts can work. On a drifted day the
+# review threshold is raised (never lowered) so that the day's traffic stays within it.
+ALERT_CAPACITY_PER_DAY = float(_env("FRAUD_ALERT_CAPACITY_PER_DAY", "300"))
 
 # The online store the services and the terminal refresh use ("embedded" or redis://...),
 # and how long a rollout waits for every running worker to switch.

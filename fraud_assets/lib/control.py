@@ -3,9 +3,11 @@
 Files under ``<serving state>/control/`` (names in ``contracts``), so the pipeline needs no
 address of any service and a service started later finds the current state at once:
 
-- ``deployment.json``: the bundle every worker should serve (and the one before it, for a
-  rollback). Written by the rollout asset and by rollbacks; each worker polls it about once a
-  second, loads a new bundle off the request path and swaps it in between two requests.
+- ``deployment.json``: the bundle every worker should serve, optionally with thresholds
+  that override the bundle's (an alert-volume recalibration: its own deployment change), and
+  the entry before it, for a rollback. Written by the rollout asset, the recalibration asset
+  and by rollbacks; each worker polls it about once a second, loads a new bundle off the
+  request path and swaps it in between two requests.
 - ``terminals.json`` + ``terminals/as_of=DAY.npz``: the freshest terminal snapshots, from
   the daily refresh asset, independent of any promotion.
 - ``workers/<host>-<pid>.json``: each worker's heartbeat (what it has loaded, when it last
@@ -37,6 +39,10 @@ HEARTBEAT_STALE_S = 10.0  # a worker silent this long is gone (stopped or killed
 
 class NothingToRollBack(RuntimeError):
     """A rollback asked for with no previous deployment recorded."""
+
+
+class NoDeployment(RuntimeError):
+    """A change to the current deployment asked for where no deployment is recorded."""
 
 
 def control_dir(state_root: str | os.PathLike[str]) -> Path:
@@ -134,6 +140,32 @@ def adopt_deployment(
     pointer = current_deployment(state_root)
     assert pointer is not None
     return pointer
+
+
+def set_thresholds(
+    state_root: str | os.PathLike[str],
+    thresholds: Mapping[str, Mapping[str, float]],
+    reason: str,
+) -> dict[str, Any]:
+    """Keep the current bundle but decide with these thresholds (variant -> ``review`` and
+    ``decline``; variants not named keep theirs), as a new pointer entry: the current one
+    becomes the rollback target. Returns the new pointer."""
+    current = current_deployment(state_root)
+    if current is None:
+        raise NoDeployment(f"no deployment recorded under {state_root}: nothing to adjust")
+    unknown = sorted(set(thresholds) - set(current["versions"]))
+    if unknown:
+        raise ValueError(f"thresholds for variants the deployment does not have: {unknown}")
+    merged = {**(current.get("thresholds") or {})}
+    for name, values in thresholds.items():
+        review, decline = float(values["review"]), float(values["decline"])
+        if not 0.0 <= review <= decline <= 1.0:
+            raise ValueError(f"{name}: need 0 <= review <= decline <= 1, got {review}, {decline}")
+        merged[name] = {"review": review, "decline": decline}
+    current.pop("previous", None)
+    entry = {**current, "thresholds": merged, "set_at": _now(), "reason": reason}
+    write_json(deployment_file(state_root), {**entry, "previous": current})
+    return {**entry, "previous": current}
 
 
 def roll_back(state_root: str | os.PathLike[str], reason: str) -> dict[str, Any]:

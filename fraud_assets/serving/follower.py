@@ -2,7 +2,7 @@
 
 A daemon thread per worker, once a second: switch to the bundle the deployment pointer names
 (loaded off the request path, swapped in between two requests, so a rollout or a rollback
-fails no request), take fresher terminal snapshots when the daily refresh published them,
+fails no request) and decide with the thresholds it sets (a recalibration), take fresher terminal snapshots when the daily refresh published them,
 and write this worker's heartbeat (how the rollout asset knows every worker switched).
 
 Why the service follows a pointer rather than the registry alias: the pointer names a
@@ -42,6 +42,8 @@ class Follower:
         # admin reload or rollback (in memory, on one worker) is not undone every second.
         pointer = control.current_deployment(self.state_root)
         self._acted: tuple[str, str] | None = _version(pointer)
+        if pointer is not None and pointer["bundle_id"] == scorer.current.bundle_id:
+            scorer.use_thresholds(pointer.get("thresholds"))  # a recalibration in force
         self.last_switch: dict[str, Any] | None = None
         self.error: str | None = None
 
@@ -76,6 +78,8 @@ class Follower:
         wanted = pointer["bundle_id"]
         current = self.scorer.current
         if wanted == current.bundle_id:
+            if self.scorer.use_thresholds(pointer.get("thresholds")):
+                logger.info("thresholds now %s (%s)", pointer.get("thresholds"), pointer["reason"])
             return
         started = time.perf_counter()
         try:
@@ -84,6 +88,7 @@ class Follower:
             self.error = f"{wanted}: {exc}"
             logger.error("deployment %s not loaded, still serving %s: %s", wanted, current, exc)
             return
+        self.scorer.use_thresholds(pointer.get("thresholds"))
         self.error = None
         self.last_switch = {
             "from": current.bundle_id,

@@ -22,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import repeat, starmap
 from pathlib import Path
@@ -486,6 +487,32 @@ class Scorer:
             self.previous, self.current = self.current, new
             self.bundle_path = path
         return new
+
+    def use_thresholds(self, overrides: Mapping[str, Mapping[str, float]] | None) -> bool:
+        """Decide with the bundle's thresholds, replaced by ``overrides`` (variant -> review
+        and decline) where given: a recalibration of the deployment pointer. True if that
+        changed the current deployment (swapped whole, between two requests)."""
+        with self._swap_lock:
+            dep = self.current
+            spec = dep.manifest["variants"]
+            overrides = overrides or {}
+            changed = {}
+            for name in (CHAMPION, CHALLENGER):
+                variant = dep.challenger if name == CHALLENGER else dep.champion
+                if variant is None:
+                    continue
+                wanted = overrides.get(name) or spec[name]["thresholds"]
+                review, decline = float(wanted["review"]), float(wanted["decline"])
+                if (review, decline) != (variant.review, variant.decline):
+                    changed[name] = replace(variant, review=review, decline=decline)
+            if not changed:
+                return False
+            self.current = replace(
+                dep,
+                champion=changed.get(CHAMPION, dep.champion),
+                challenger=changed.get(CHALLENGER, dep.challenger),
+            )
+            return True
 
     def _recover(self) -> int:
         """Re-apply the transactions this service logged on or after the store's seed day,

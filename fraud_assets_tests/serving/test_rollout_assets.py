@@ -10,16 +10,21 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import polars as pl
 import pytest
 
 from fraud_assets.defs.deployment.serving import (
+    RecalibrationConfig,
     RolloutConfig,
+    _served_probabilities,
+    alert_thresholds,
     live_terminal_snapshots,
     serving_rollout,
 )
 from fraud_assets.lib import contracts, control
 from fraud_assets.lib.bundle import read_manifest
 from fraud_assets.lib.processes import ScoringServer
+from fraud_assets.lib.recalibration import alerts_per_day
 from fraud_assets.lib.sample_world import World, write_world_bundle
 from fraud_assets.lib.store_seed import read_terminals
 from fraud_assets.resources.storage import ServingLogs
@@ -74,6 +79,73 @@ def test_rollout_asset_switches_the_running_service_and_records_it(
         pointer = control.roll_back(server.state, reason="test")
         assert control.wait_for_workers(server.state, pointer["bundle_id"], 10)[0]
         assert httpx.get(f"{server.url}/models").json()["variants"]["champion"]["version"] == "1"
+    finally:
+        server.stop()
+
+
+def _drifted(day: pl.DataFrame) -> pl.DataFrame:
+    """The day as a compromise wave would make it: every other transaction at a risky
+    terminal, for five times its usual amount."""
+    wave = pl.int_range(pl.len()) % 2 == 0
+    risky = [c for c in day.columns if c.startswith("terminal_risk_")]
+    return day.with_columns(
+        pl.when(wave).then(pl.col("amount") * 5).otherwise(pl.col("amount")).alias("amount"),
+        *(pl.when(wave).then(0.5).otherwise(pl.col(c)).alias(c) for c in risky),
+    )
+
+
+def _served_review(url: str) -> float:
+    return httpx.get(f"{url}/models").json()["variants"]["champion"]["thresholds"]["review"]
+
+
+def test_recalibration_holds_a_drifted_day_to_the_review_capacity_and_rolls_back(
+    world: World, tmp_path: Path
+) -> None:
+    """On a drifted day the review threshold rises just enough for the capacity, the running
+    service decides with it within seconds, a second pass changes nothing, and a rollback of
+    the pointer restores the bundle's threshold."""
+    bento = fake_bento(world, tmp_path / "v1", ("1", "2"))
+    bundle = Path(bento["path"]) / "src" / contracts.SERVICE_BUNDLE_DIR
+    manifest = read_manifest(bundle)
+    packaged = manifest["variants"]["champion"]["thresholds"]["review"]
+    day = _drifted(world.day_features)
+    before = alerts_per_day(_served_probabilities(bundle, manifest, "champion", day), packaged)
+    assert before >= 6, "the drifted day should raise alerts at the packaged threshold"
+    capacity = before // 3
+    server = ScoringServer(bundle, tmp_path / "state", tmp_path / "home", None)
+    server.start()
+    logs = ServingLogs(state_root=str(server.state))
+    try:
+        context = dg.build_asset_context(partition_key="2026-03-07")
+        config = RecalibrationConfig(alerts_per_day=capacity)
+        result = alert_thresholds(
+            context, config=config, serving_logs=logs, transaction_features=day
+        )
+        meta = {k: getattr(v, "value", v) for k, v in result.metadata.items()}
+        assert meta["changed"] and meta["champion_alerts_before"] == before
+        assert meta["champion_alerts_after"] <= capacity
+        new = meta["champion_review_after"]
+        assert new > packaged
+        pointer = control.current_deployment(server.state)
+        assert pointer["thresholds"]["champion"]["review"] == new
+        assert pointer["bundle_id"] == manifest["bundle_id"]  # same model, its own change
+        for _ in range(50):
+            if _served_review(server.url) == new:
+                break
+            time.sleep(0.1)
+        assert _served_review(server.url) == new
+
+        again = alert_thresholds(
+            context, config=config, serving_logs=logs, transaction_features=day
+        )
+        assert again.metadata["changed"] is False
+
+        control.roll_back(server.state, reason="test")
+        for _ in range(50):
+            if _served_review(server.url) == packaged:
+                break
+            time.sleep(0.1)
+        assert _served_review(server.url) == packaged
     finally:
         server.stop()
 

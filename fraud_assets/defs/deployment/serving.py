@@ -1,6 +1,7 @@
-"""What reaches running services: the daily terminal refresh and the rollout of a new Bento.
+"""What reaches running services: the daily terminal refresh, the rollout of a new Bento
+and, on drift, the recalibration of its thresholds to the review capacity.
 
-Both write the control plane (``lib/control.py``) under the serving-state root, which every
+All three write the control plane (``lib/control.py``) under the serving-state root, which every
 worker follows within about a second; neither needs the address of any service.
 """
 
@@ -8,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
 from fraud_assets import settings
 from fraud_assets.defs.features.assets import FEATURES_CODE_VERSION
@@ -101,3 +103,74 @@ def serving_rollout(
     }
     context.log.info(f"rollout to {pointer['versions']}: {len(workers)} workers in {seconds} s")
     return dg.MaterializeResult(metadata=metadata)
+
+
+class RecalibrationConfig(dg.Config):
+    """The review queue's capacity the thresholds are held to."""
+
+    alerts_per_day: float = settings.ALERT_CAPACITY_PER_DAY
+
+
+def _served_probabilities(bundle: Path, manifest: dict, variant: str, features: pl.DataFrame):
+    """What the service would answer for these rows: the bundle's model and calibration."""
+    from catboost import CatBoostClassifier
+
+    from fraud_assets.lib.bundle import model_path
+    from fraud_assets.lib.calibration import Platt
+    from fraud_assets.lib.modeling import predict_catboost
+
+    model = CatBoostClassifier()
+    model.load_model(str(model_path(bundle, manifest, variant)))
+    raw = predict_catboost(model, features, manifest["features"])
+    return Platt.from_dict(manifest["variants"][variant].get("calibration")).apply_array(raw)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="deployment",
+    description="On a drifted day, at once and without labels: the served model's scores of "
+    "the day's traffic, and the review threshold raised (never lowered) as far as needed to "
+    "keep the alerts within the review capacity, set on the deployment pointer as its own "
+    "deployment change (a rollback restores the thresholds before it).",
+)
+def alert_thresholds(
+    context: dg.AssetExecutionContext,
+    config: RecalibrationConfig,
+    serving_logs: ServingLogs,
+    transaction_features: pl.DataFrame,
+) -> dg.MaterializeResult:
+    from fraud_assets.lib.bundle import read_manifest
+    from fraud_assets.lib.recalibration import alerts_per_day, recalibrate
+
+    root = serving_logs.state_root
+    pointer = control.current_deployment(root)
+    capacity = config.alerts_per_day
+    if pointer is None:
+        context.log.warning("no deployment recorded: no thresholds to recalibrate")
+        return dg.MaterializeResult(metadata={"changed": False, "reason": "no deployment"})
+    bundle = Path(pointer["bundle"])
+    manifest = read_manifest(bundle)
+    in_force = pointer.get("thresholds") or {}
+    changes: dict[str, dict[str, float]] = {}
+    metadata: dict[str, object] = {
+        "capacity_per_day": capacity,
+        "rows": transaction_features.height,
+    }
+    for variant, spec in manifest["variants"].items():
+        current = in_force.get(variant) or spec["thresholds"]
+        scores = _served_probabilities(bundle, manifest, variant, transaction_features)
+        new = recalibrate(current, scores, capacity)
+        metadata[f"{variant}_alerts_before"] = alerts_per_day(scores, current["review"])
+        metadata[f"{variant}_review_before"] = float(current["review"])
+        if new is not None:
+            changes[variant] = new
+        final = new or current
+        metadata[f"{variant}_alerts_after"] = alerts_per_day(scores, final["review"])
+        metadata[f"{variant}_review_after"] = float(final["review"])
+    if changes:
+        reason = f"review capacity {capacity:g}/day on {context.partition_key} ({context.run_id})"
+        control.set_thresholds(root, changes, reason)
+        context.log.info(f"thresholds recalibrated to {changes}")
+    else:
+        context.log.info(f"alert volume within {capacity:g}/day: thresholds unchanged")
+    return dg.MaterializeResult(metadata={**metadata, "changed": bool(changes)})
