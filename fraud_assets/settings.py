@@ -125,6 +125,10 @@ LIVE_MIN_LABELLED = int(_env("FRAUD_LIVE_MIN_LABELLED", "500"))
 # The review queue's capacity: alerts per day the analysts can work. On a drifted day the
 # review threshold is raised (never lowered) so that the day's traffic stays within it.
 ALERT_CAPACITY_PER_DAY = float(_env("FRAUD_ALERT_CAPACITY_PER_DAY", "300"))
+# Drift retraining waits for post-drift labels: this many mature post-drift days (labels at
+# least FRAUD_LABEL_MATURITY_DAYS old) and this many labelled post-drift frauds.
+DRIFT_RETRAIN_POST_DAYS = int(_env("FRAUD_DRIFT_RETRAIN_POST_DAYS", "6"))
+DRIFT_RETRAIN_MIN_FRAUDS = int(_env("FRAUD_DRIFT_RETRAIN_MIN_FRAUDS", "30"))
 
 # The online store the services and the terminal refresh use ("embedded" or redis://...),
 # and how long a rollout waits for every running worker to switch.

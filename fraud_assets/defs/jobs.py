@@ -56,6 +56,12 @@ store_refresh_job = dg.define_asset_job(
     description="One day: the online state after it, and its terminal snapshots published to "
     "the running services (fresh terminal risk without a new Bento).",
 )
+drift_response_job = dg.define_asset_job(
+    "drift_response",
+    selection=dg.AssetSelection.assets("alert_thresholds"),
+    description="A drifted day, at once and without labels: the served thresholds raised to "
+    "keep the day's alerts within the review capacity (its own deployment change).",
+)
 training_job = dg.define_asset_job(
     "training",
     selection=TRAINING,
@@ -76,6 +82,7 @@ def all_jobs() -> list:
         daily_monitoring_job,
         live_monitoring_job,
         store_refresh_job,
+        drift_response_job,
         training_job,
         rollback_champion,
     ]

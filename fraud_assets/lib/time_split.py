@@ -5,6 +5,16 @@ known can be used: a fraud whose chargeback has not arrived yet looks genuine in
 as it would in production. Cards already known to be compromised before the test window
 are dropped from it: they would be blocked already and only flatter the metrics.
 
+After drift that started on day S (``drift_start``), that split would train and judge on
+pre-drift days for three weeks. The post-drift split instead ends the test window on the
+newest mature day (``maturity_days`` old) and puts the later half of the mature days since S
+in it, the earlier half at the end of the train window (no gap: every label is read as known
+now, the train window's as mature as the test's); early stopping then holds out a fifth of
+the *cards* of the train window rather than its last days, which would be the post-drift
+ones. The challenger is thus fitted on post-drift days and judged against the champion on
+later post-drift days. Once S is old enough for the usual train window to reach past it, the
+usual split already does both, and is used.
+
 The evaluated model is then *not* the one deployed: its newest data is older than the gap and
 the test window. The refit rows (split ``refit``) are the newest window whose labels are
 mature at the end of the day (``maturity_days`` old): the model that serves is fitted on
@@ -61,6 +71,33 @@ class SplitConfig:
             ),
         }
 
+    def post_drift_windows(self, last_day: date, drift_start: date) -> dict[str, tuple[date, date]]:
+        """Windows for a retraining after drift that started on ``drift_start`` (see the
+        module docstring); the usual ones when their train window already reaches past it.
+        Raises ValueError with fewer than two mature post-drift days."""
+        usual = self.windows(last_day)
+        if drift_start <= usual["train"][1]:
+            return usual
+        mature_end = last_day - timedelta(days=self.maturity_days)
+        post = (mature_end - drift_start).days + 1
+        if post < 2:
+            raise ValueError(
+                f"drift since {drift_start}: {max(post, 0)} mature post-drift days by "
+                f"{last_day}, at least 2 needed (labels count as mature after "
+                f"{self.maturity_days} days)"
+            )
+        test_start = drift_start + timedelta(days=post // 2)
+        train_end = test_start - timedelta(days=1)
+        return {
+            "train": (train_end - timedelta(days=self.train_days - 1), train_end),
+            "gap": (test_start, train_end),  # empty
+            "test": (test_start, mature_end),
+            "refit": usual["refit"],
+        }
+
+
+VALIDATION_BUCKETS = 5  # post-drift split: one card in this many is held out for validation
+
 
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -72,6 +109,7 @@ def build_training_set(
     truth: pl.DataFrame | None,
     last_day: date,
     config: SplitConfig,
+    drift_start: date | None = None,
 ) -> pl.DataFrame:
     """Feature rows tagged `split` (train / validation / test) with a `label` column.
 
@@ -81,17 +119,25 @@ def build_training_set(
         the test labels are those known by now (fine for historical backtests). A
         `fraud_scenario` column in it (the simulator's truth) is kept on the test rows, for
         per-scenario recall; it is never a feature.
+    drift_start: the first drifted day, for the post-drift split (module docstring).
     """
-    w = config.windows(last_day)
-    cutoff = _midnight(w["test"][0])  # the model is trained at the start of the test window
     day = pl.col("ts").dt.date()
-    known = _known_labels(labels, cutoff)
-    train_days = (w["train"][1] - w["train"][0]).days + 1
-    val_days = max(config.min_validation_days, round(train_days * config.validation_share))
-    val_days = max(1, min(val_days, train_days - 1))  # and some days left to train on
-    val_start = w["train"][1] - timedelta(days=val_days - 1)
+    w = config.windows(last_day)
+    post_drift = drift_start is not None and drift_start > w["train"][1]
+    if post_drift:
+        assert drift_start is not None
+        w = config.post_drift_windows(last_day, drift_start)
+        known = _known_labels(labels, _midnight(last_day + timedelta(days=1)))  # known now
+        held_out = pl.col("customer_id").hash(seed=0) % VALIDATION_BUCKETS == 0
+    else:
+        # The model is trained at the start of the test window, with the labels known then.
+        known = _known_labels(labels, _midnight(w["test"][0]))
+        train_days = (w["train"][1] - w["train"][0]).days + 1
+        val_days = max(config.min_validation_days, round(train_days * config.validation_share))
+        val_days = max(1, min(val_days, train_days - 1))  # and some days left to train on
+        held_out = day >= w["train"][1] - timedelta(days=val_days - 1)
     train = _labelled(features, w["train"], known).with_columns(
-        split=pl.when(day >= val_start).then(pl.lit("validation")).otherwise(pl.lit("train"))
+        split=pl.when(held_out).then(pl.lit("validation")).otherwise(pl.lit("train"))
     )
     eventual = (
         truth.select(

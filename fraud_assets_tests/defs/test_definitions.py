@@ -58,7 +58,10 @@ def structure() -> dict:
             s.name: f"schedule {s.job_name} {s.cron_schedule} {s.default_status.value}"
             for s in defs.schedules or []
         },
-        **{s.name: f"sensor {s.job_name} {s.default_status.value}" for s in defs.sensors or []},
+        **{
+            s.name: f"sensor {','.join(sorted(j.name for j in s.jobs))} {s.default_status.value}"
+            for s in defs.sensors or []
+        },
     }
     return {"assets": assets, "jobs": jobs, "automation": dict(sorted(automation.items()))}
 

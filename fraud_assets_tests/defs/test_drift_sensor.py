@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from fraud_assets.defs.monitoring.sensors import drift_sensor
 from fraud_assets_tests.defs.test_ingestion import CorruptSource
@@ -19,12 +22,24 @@ def _drift(instance: dg.DagsterInstance, asset: str, day: str, max_psi: float) -
     )
 
 
-def _tick(instance: dg.DagsterInstance, cursor: str | None):
+def _tick(instance: dg.DagsterInstance, cursor: str | None, lake: Path):
     from fraud_assets.definitions import defs
 
     return drift_sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+        dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources={"storage": _lake(lake)}
+        )
     )
+
+
+def _lake(lake: Path):
+    from fraud_assets.resources.storage import LakeStorage
+
+    return LakeStorage(data_root=str(lake), reports_root=str(lake / "reports"))
+
+
+def _requests(result) -> list[tuple[str, str, str]]:
+    return [(r.job_name, r.run_key, r.partition_key) for r in result.run_requests]
 
 
 def test_drift_sensor_sees_every_partition_once_and_respects_failed_checks(
@@ -40,18 +55,75 @@ def test_drift_sensor_sees_every_partition_once_and_respects_failed_checks(
     _drift(instance, "feature_drift", GOOD, 0.41)
     _drift(instance, "feature_drift", BAD, 0.90)
     _drift(instance, "prediction_drift", CALM, 0.05)
-    first = _tick(instance, None)
-    assert [r.partition_key for r in first.run_requests] == [GOOD]
-    assert first.run_requests[0].run_key == f"drift-{GOOD}"
+    first = _tick(instance, None, tmp_path / "a")
+    # At once: the thresholds of the drifted day; no retraining before post-drift labels.
+    assert _requests(first) == [("drift_response", f"recalibrate-{GOOD}", GOOD)]
     assert first.run_requests[0].tags["trigger"] == "feature_drift"
     # Nothing new: no request. The same cause again: the same run key (launched once).
-    assert _tick(instance, first.cursor).run_requests == []
+    assert _tick(instance, first.cursor, tmp_path / "a").run_requests == []
     _drift(instance, "prediction_drift", GOOD, 0.30)
-    again = _tick(instance, first.cursor)
-    assert [r.run_key for r in again.run_requests] == [f"drift-{GOOD}"]
+    again = _tick(instance, first.cursor, tmp_path / "a")
+    assert [r.run_key for r in again.run_requests] == [f"recalibrate-{GOOD}"]
     # A calm day later in time triggers nothing.
     _drift(instance, "feature_drift", CALM, 0.10)
-    assert _tick(instance, again.cursor).run_requests == []
+    assert _tick(instance, again.cursor, tmp_path / "a").run_requests == []
+
+
+def test_drift_retraining_waits_for_mature_post_drift_labels_then_launches_once(
+    tmp_path: Path, instance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drift episode waits in the cursor until enough post-drift days are mature and
+    enough post-drift frauds are labelled, then launches one training run as of the newest
+    featured day with the post-drift split; drifted days it covers open nothing new."""
+    from fraud_assets import settings
+    from fraud_assets.defs.features.assets import SPLIT
+    from fraud_assets.defs.monitoring.sensors import post_drift_frauds
+
+    monkeypatch.setattr(settings, "DRIFT_RETRAIN_POST_DAYS", 2)
+    lake = tmp_path / "lake"
+    start = date(2026, 3, 2)
+    days = [(start + timedelta(days=i)).isoformat() for i in range(SPLIT.maturity_days + 3)]
+    defs = build_defs(lake)
+    for day in days:
+        assert materialize_day(defs, instance, day).success
+
+    def featured(day: str) -> None:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="transaction_features", partition=day)
+        )
+
+    featured(days[0])
+    _drift(instance, "feature_drift", days[0], 0.5)
+    tick = _tick(instance, None, lake)
+    assert _requests(tick) == [("drift_response", f"recalibrate-{days[0]}", days[0])]
+    # One mature post-drift day (labels 7 days old) of the two needed: waiting.
+    featured(days[SPLIT.maturity_days])
+    tick = _tick(instance, tick.cursor, lake)
+    assert tick.run_requests == []
+    # Two mature days, but fewer labelled post-drift frauds than needed: waiting.
+    ready = days[SPLIT.maturity_days + 1]
+    featured(ready)
+    frauds = post_drift_frauds(_lake(lake), start, date.fromisoformat(ready))
+    assert frauds > 0
+    monkeypatch.setattr(settings, "DRIFT_RETRAIN_MIN_FRAUDS", frauds + 1)
+    tick = _tick(instance, tick.cursor, lake)
+    assert tick.run_requests == []
+    # Enough: one training run as of the newest day, fitted and judged on post-drift days.
+    monkeypatch.setattr(settings, "DRIFT_RETRAIN_MIN_FRAUDS", frauds)
+    tick = _tick(instance, tick.cursor, lake)
+    assert _requests(tick) == [("training", f"drift-{days[0]}", ready)]
+    request = tick.run_requests[0]
+    assert request.tags["drift_start"] == days[0] and request.tags["trigger"] == "feature_drift"
+    assert request.run_config["ops"]["training_set"]["config"] == {"drift_start": days[0]}
+    assert _tick(instance, tick.cursor, lake).run_requests == []  # launched once
+    # A drifted day the retraining covered: thresholds only. A later one: a new episode.
+    _drift(instance, "feature_drift", days[3], 0.5)
+    tick = _tick(instance, tick.cursor, lake)
+    assert _requests(tick) == [("drift_response", f"recalibrate-{days[3]}", days[3])]
+    _drift(instance, "feature_drift", days[-1], 0.5)
+    tick = _tick(instance, tick.cursor, lake)
+    assert _requests(tick) == [("drift_response", f"recalibrate-{days[-1]}", days[-1])]
+    assert json.loads(tick.cursor)["pending"]["start"] == days[-1]
 
 
 def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, instance) -> None:
@@ -77,14 +149,14 @@ def test_live_ap_below_floor_retrains_once_enough_is_labelled(tmp_path: Path, in
     floor, enough = settings.LIVE_AP_FLOOR, settings.LIVE_MIN_LABELLED
     live(floor / 2, enough - 1)  # too few labels to judge
     live(floor + 0.1, enough)  # healthy
-    first = _tick(instance, None)
+    first = _tick(instance, None, tmp_path / "a")
     assert first.run_requests == []
     live(floor / 2, enough)
-    second = _tick(instance, first.cursor)
+    second = _tick(instance, first.cursor, tmp_path / "a")
     assert [(r.run_key, r.partition_key, r.tags["trigger"]) for r in second.run_requests] == [
         (f"live-ap-{week_before}", GOOD, "live_performance")
     ]
-    assert _tick(instance, second.cursor).run_requests == []
+    assert _tick(instance, second.cursor, tmp_path / "a").run_requests == []
 
 
 def test_schedules_target_the_previous_day_once(instance) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
+import pytest
 
 from fraud_assets.lib.time_split import SplitConfig, build_refit_set, build_training_set
 
@@ -145,3 +146,37 @@ def test_a_withdrawn_fraud_label_trains_as_genuine_once_the_correction_is_known(
     out = build_training_set(_features(rows), labels, None, LAST, CFG)
     got = dict(out.select("transaction_id", "label").iter_rows())
     assert got == {"tr_fixed": 0, "tr_open": 1, "te_fixed": 0}
+
+
+def test_the_post_drift_split_fits_on_and_judges_on_mature_post_drift_days() -> None:
+    """Drift from 3-24 seen by 3-31 (maturity 3 days; the usual train window ends 3-23):
+    mature post-drift days 3-24..3-28; the later half is the test window, the earlier half
+    ends the train window (no gap)."""
+    cfg = SplitConfig(train_days=10, delay_days=3, test_days=5, maturity_days=3)
+    start = date(2026, 3, 24)
+    w = cfg.post_drift_windows(LAST, start)
+    assert w["test"] == (date(2026, 3, 26), date(2026, 3, 28))
+    assert w["train"] == (date(2026, 3, 16), date(2026, 3, 25))
+    assert w["refit"] == cfg.windows(LAST)["refit"]  # the deployed model: the same freshest data
+    # A drift the usual train window already reaches past: the usual split.
+    assert cfg.post_drift_windows(LAST, date(2026, 3, 10)) == cfg.windows(LAST)
+    # Too early: fewer than two mature post-drift days.
+    with pytest.raises(ValueError, match="mature post-drift days"):
+        cfg.post_drift_windows(LAST, date(2026, 3, 28))
+
+    rows = [(f"t{d}_{c}", date(2026, 3, d), f"c{c}") for d in range(14, 32) for c in range(300)]
+    late = datetime(2026, 3, 30, tzinfo=UTC)  # known after the test start, before now
+    labels = pl.DataFrame(
+        {"transaction_id": ["t25_3"], "is_fraud": [1], "known_at": [late]},
+        schema=NO_LABELS.schema,
+    )
+    df = build_training_set(_features(rows), labels, None, LAST, cfg, drift_start=start)
+    days = {s: set(df.filter(pl.col("split") == s)["ts"].dt.day()) for s in ("train", "test")}
+    assert days["test"] == {26, 27, 28} and max(days["train"]) == 25
+    # Validation holds out cards, not days: post-drift days are in train and validation.
+    val = df.filter(pl.col("split") == "validation")
+    assert set(val["customer_id"]).isdisjoint(df.filter(pl.col("split") == "train")["customer_id"])
+    assert 24 in set(val["ts"].dt.day()) and 24 in days["train"]
+    assert 0.1 < val.height / (val.height + df.filter(pl.col("split") == "train").height) < 0.3
+    # Labels are those known now (a label known after the test start counts in training).
+    assert df.filter(pl.col("transaction_id") == "t25_3")["label"].to_list() == [1]

@@ -128,6 +128,7 @@ def _served_probabilities(bundle: Path, manifest: dict, variant: str, features: 
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="deployment",
+    code_version="recalibration-v1",
     description="On a drifted day, at once and without labels: the served model's scores of "
     "the day's traffic, and the review threshold raised (never lowered) as far as needed to "
     "keep the alerts within the review capacity, set on the deployment pointer as its own "

@@ -1,6 +1,6 @@
 """transaction_features (daily) and training_set (the time split as of a day)."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 import polars as pl
@@ -84,6 +84,13 @@ def transaction_features(
     )
 
 
+class TrainingSetConfig(dg.Config):
+    """Set by the drift path: the first drifted day, for the post-drift split (judge the
+    challenger on post-drift days, fit it on some). Empty: the usual split."""
+
+    drift_start: str = ""
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="lake",
@@ -99,10 +106,13 @@ def transaction_features(
     f"{int(SPLIT.validation_share * 100)}% for early stopping), a {SPLIT.delay_days}-day gap "
     f"for label delay, {SPLIT.test_days} test days without cards already known compromised; and "
     f"the refit window (the {SPLIT.train_days} newest days at least {SPLIT.maturity_days} days "
-    "old, labels known at the end of the day) that the deployed model is fitted on.",
+    "old, labels known at the end of the day) that the deployed model is fitted on. After "
+    "drift (config drift_start, set by the drift sensor): the post-drift split, the test window "
+    "on mature post-drift days and the train window reaching into them (lib/time_split).",
 )
 def training_set(
     context: dg.AssetExecutionContext,
+    config: TrainingSetConfig,
     transaction_features: dict,
     raw_transactions: dict,
     fraud_labels: dict,
@@ -113,15 +123,17 @@ def training_set(
     truth_cols = ["transaction_id", "is_fraud", *([SCENARIO] if SCENARIO in raw.columns else [])]
     truth = raw.select(truth_cols) if "is_fraud" in raw.columns else None
     labels = concat_labels(fraud_labels)
+    drift_start = date.fromisoformat(config.drift_start) if config.drift_start else None
     df = pl.concat(
         [
-            build_training_set(features, labels, truth, day, SPLIT),
+            build_training_set(features, labels, truth, day, SPLIT, drift_start),
             build_refit_set(features, labels, day, SPLIT),
         ],
         how="diagonal",
     )
     counts = {s: df.filter(pl.col("split") == s) for s in SPLITS}
     windows = SPLIT.windows(day)
+    used = windows if drift_start is None else SPLIT.post_drift_windows(day, drift_start)
     missing = [
         (windows["train"][0] + timedelta(days=i)).isoformat()
         for i in range(SPLIT.total_days)
@@ -135,6 +147,7 @@ def training_set(
     meta = {f"{s}_rows": d.height for s, d in counts.items()} | {
         f"{s}_fraud_rate": float(d["label"].mean() or 0.0) for s, d in counts.items()
     }
-    meta |= {k: f"{a} .. {b}" for k, (a, b) in windows.items()}
+    meta |= {k: f"{a} .. {b}" for k, (a, b) in used.items()}
+    meta["drift_start"] = config.drift_start or "none"
     meta["data_version"] = data_version(df)
     return dg.Output(df, data_version=dg.DataVersion(meta["data_version"]), metadata=meta)
