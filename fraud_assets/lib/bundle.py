@@ -59,7 +59,8 @@ class BundleError(ValueError):
 # ----------------------------------------------------------------------------- validation
 
 
-def _thresholds(name: str, raw: Any) -> dict[str, float]:
+def validate_thresholds(name: str, raw: Any) -> dict[str, float]:
+    """A variant's ``{"review", "decline"}``: numbers with 0 <= review <= decline <= 1."""
     if not isinstance(raw, Mapping) or set(raw) != {"review", "decline"}:
         raise BundleError(f"variant {name!r}: thresholds must be {{'review', 'decline'}}")
     review, decline = raw["review"], raw["decline"]
@@ -128,7 +129,7 @@ def validate_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
         out_variants[name] = {
             "version": spec["version"],
             "model_file": str(spec.get("model_file", f"{BUNDLE_MODELS_DIR}/{name}.cbm")),
-            "thresholds": _thresholds(name, spec.get("thresholds")),
+            "thresholds": validate_thresholds(name, spec.get("thresholds")),
             "calibration": calibration,
         }
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fraud_assets.lib import contracts
-from fraud_assets.lib.bundle import read_manifest
+from fraud_assets.lib.bundle import read_manifest, validate_thresholds
 from fraud_assets.lib.store_seed import read_terminals, write_terminals
 
 POLL_S = 1.0  # how often a worker looks at the pointers (and beats)
@@ -158,10 +158,7 @@ def set_thresholds(
         raise ValueError(f"thresholds for variants the deployment does not have: {unknown}")
     merged = {**(current.get("thresholds") or {})}
     for name, values in thresholds.items():
-        review, decline = float(values["review"]), float(values["decline"])
-        if not 0.0 <= review <= decline <= 1.0:
-            raise ValueError(f"{name}: need 0 <= review <= decline <= 1, got {review}, {decline}")
-        merged[name] = {"review": review, "decline": decline}
+        merged[name] = validate_thresholds(name, values)  # the rule a bundle's obey
     current.pop("previous", None)
     entry = {**current, "thresholds": merged, "set_at": _now(), "reason": reason}
     write_json(deployment_file(state_root), {**entry, "previous": current})

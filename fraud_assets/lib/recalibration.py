@@ -29,16 +29,18 @@ def capacity_threshold(
 ) -> float:
     """The lowest threshold >= ``review`` at which these scores (``days`` of traffic) raise at
     most ``capacity`` alerts per day. Ties at the cut are all excluded, so the volume may
-    come out below capacity but never above it."""
+    come out below capacity but never above it (except for scores of exactly 1.0, which
+    no probability threshold excludes)."""
     if capacity < 0 or days <= 0:
         raise ValueError(f"capacity must be >= 0 and days > 0, got {capacity} and {days}")
     scores = np.asarray(probabilities, dtype=float)
     allowed = math.floor(capacity * days)
     if np.count_nonzero(scores >= review) <= allowed:
         return review
-    # The (allowed+1)-th highest score must fall below the threshold: just above it.
+    # The (allowed+1)-th highest score must fall below the threshold: just above it (but a
+    # probability threshold stops at 1: scores of exactly 1.0 cannot be excluded).
     cut = np.partition(scores, scores.size - allowed - 1)[scores.size - allowed - 1]
-    return max(review, float(np.nextafter(cut, np.inf)))
+    return max(review, min(1.0, float(np.nextafter(cut, np.inf))))
 
 
 def recalibrate(

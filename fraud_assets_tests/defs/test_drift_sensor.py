@@ -205,3 +205,15 @@ def test_live_refresh_reruns_days_whose_labels_matured(instance) -> None:
         ("2026-03-24", "7"),
         ("2026-03-01", "30"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [("2026-13-01", "not a YYYY-MM-DD day"), ("2026-03-30", "mature post-drift days")],
+)
+def test_a_drift_start_the_split_cannot_use_is_refused_naming_it(raw: str, message: str) -> None:
+    from fraud_assets.defs.features.assets import _drift_start
+
+    with pytest.raises(dg.Failure, match=message):
+        _drift_start(raw, date(2026, 3, 31))
+    assert _drift_start("", date(2026, 3, 31)) is None

@@ -42,3 +42,9 @@ def test_capacity_is_per_day_of_traffic() -> None:
 def test_bad_capacity_is_refused() -> None:
     with pytest.raises(ValueError, match="capacity"):
         capacity_threshold([0.5], 0.1, capacity=-1)
+
+
+def test_a_threshold_stays_a_probability_when_scores_reach_one() -> None:
+    scores = np.array([1.0] * 20 + [0.5] * 80)
+    review = capacity_threshold(scores, 0.1, capacity=5)
+    assert review == 1.0  # the most it can be; the twenty 1.0 scores cannot be excluded

@@ -174,3 +174,32 @@ def test_a_rollout_no_worker_can_load_is_rolled_back_and_fails(
         assert httpx.get(f"{server.url}/models").json()["variants"]["champion"]["version"] == "1"
     finally:
         server.stop()
+
+
+def test_a_threshold_change_is_validated_whole_and_changes_nothing_when_refused(
+    world: World, tmp_path: Path
+) -> None:
+    bento = fake_bento(world, tmp_path / "v1", ("1", "2"))
+    bundle = Path(bento["path"]) / "src" / contracts.SERVICE_BUNDLE_DIR
+    state = tmp_path / "state"
+    with pytest.raises(control.NoDeployment):
+        control.set_thresholds(state, {"champion": {"review": 0.5, "decline": 0.9}}, "t")
+    control.set_deployment(state, bundle, reason="first")
+    before = control.deployment_file(state).read_bytes()
+    bad = [
+        {"champion": {"review": 0.9, "decline": 0.5}},  # review above decline
+        {"champion": {"review": 0.5, "decline": 1.5}},  # not a probability
+        {"champion": {"review": 0.5}},  # decline missing
+        {
+            "champion": {"review": 0.5, "decline": 0.9},
+            "challenger": {"review": 0.1, "decline": 0.2},
+        },
+    ]
+    for thresholds in bad:
+        with pytest.raises(ValueError):
+            control.set_thresholds(state, thresholds, "t")
+        assert control.deployment_file(state).read_bytes() == before
+    pointer = control.set_thresholds(state, {"champion": {"review": 0.5, "decline": 0.9}}, "t")
+    assert pointer["thresholds"] == {"champion": {"review": 0.5, "decline": 0.9}}
+    assert pointer["previous"]["bundle_id"] == pointer["bundle_id"]
+    assert "thresholds" not in control.roll_back(state, reason="t")

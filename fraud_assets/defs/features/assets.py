@@ -91,6 +91,23 @@ class TrainingSetConfig(dg.Config):
     drift_start: str = ""
 
 
+def _drift_start(raw: str, day: date) -> date | None:
+    """The configured first drifted day, checked against the split it asks for."""
+    if not raw:
+        return None
+    try:
+        start = date.fromisoformat(raw)
+    except ValueError:
+        raise dg.Failure(
+            f"training_set {day}: drift_start {raw!r} is not a YYYY-MM-DD day"
+        ) from None
+    try:
+        SPLIT.post_drift_windows(day, start)
+    except ValueError as exc:
+        raise dg.Failure(f"training_set {day}: {exc}") from None
+    return start
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="lake",
@@ -123,7 +140,7 @@ def training_set(
     truth_cols = ["transaction_id", "is_fraud", *([SCENARIO] if SCENARIO in raw.columns else [])]
     truth = raw.select(truth_cols) if "is_fraud" in raw.columns else None
     labels = concat_labels(fraud_labels)
-    drift_start = date.fromisoformat(config.drift_start) if config.drift_start else None
+    drift_start = _drift_start(config.drift_start, day)
     df = pl.concat(
         [
             build_training_set(features, labels, truth, day, SPLIT, drift_start),
