@@ -271,6 +271,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0 if switched else 1
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Policies side by side over simulated months (``fraud_assets/replay.py``)."""
+    from fraud_assets import replay
+
+    return replay.run(args)
+
+
 def cmd_import_labels(args: argparse.Namespace) -> int:
     """Analyst or chargeback labels from a file, appended whole to the feedback log."""
     from fraud_assets.lib.labels import LabelFileError, read_label_file
@@ -350,6 +357,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     il.add_argument("file")
     il.set_defaults(func=cmd_import_labels)
+    rp = sub.add_parser(
+        "replay", help="months of simulated operations under several retraining policies"
+    )
+    rp.add_argument("--days", type=int, default=90, help="replay days (ending yesterday)")
+    rp.add_argument("--out", default="replay", help="the replay's own folder")
+    rp.add_argument("--policies", default="static,daily,drift,both")
+    rp.add_argument("--size", type=float, default=0.25, help="simulator size")
+    rp.add_argument("--seed", type=int, default=11, help="simulator seed")
+    rp.add_argument("--iterations", type=int, default=150, help="CatBoost iterations")
+    rp.set_defaults(func=cmd_replay)
     ui = sub.add_parser("mlflow-ui", help="the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=cmd_mlflow_ui)

@@ -69,7 +69,7 @@ class TrafficConfig(dg.Config):
         return self.mode == SHADOW or self.challenger_share > 0
 
 
-def _variant(model_registry: ModelRegistry, version: Any, fallback: dict) -> dict:
+def served_variant(model_registry: ModelRegistry, version: Any, fallback: dict) -> dict:
     """A registry version as a bundle variant: its model and the thresholds evaluated for it."""
     from fraud_assets.lib.calibration import Platt
 
@@ -115,13 +115,13 @@ def fraud_bento(
     name, version = champion_model["model_name"], str(champion_model["champion"])
     meta = model_registry.client().get_model_version(name, version)
     run_inputs = mlflow.artifacts.load_dict(f"runs:/{meta.run_id}/model_inputs.json")
-    variants = {CHAMPION: _variant(model_registry, meta, champion_model["thresholds"])}
+    variants = {CHAMPION: served_variant(model_registry, meta, champion_model["thresholds"])}
     traffic = {"challenger_share": config.challenger_share, "mode": config.mode}
     challenger = model_registry.version(CHALLENGER)
     if config.wants_challenger and challenger is not None and challenger.version != version:
         inputs = mlflow.artifacts.load_dict(f"runs:/{challenger.run_id}/model_inputs.json")
         if inputs["features"] == run_inputs["features"]:
-            variants[CHALLENGER] = _variant(
+            variants[CHALLENGER] = served_variant(
                 model_registry, challenger, champion_model["thresholds"]
             )
         else:  # the bundle has one feature schema: a challenger on other features waits

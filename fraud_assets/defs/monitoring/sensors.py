@@ -20,7 +20,7 @@ mature data": the deployed model is always the refit on the newest mature window
 
 import json
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -177,14 +177,17 @@ def _retrain_when_mature(
 
 
 def post_drift_frauds(storage: LakeStorage, start: date, last: date) -> int:
-    """Transactions of days ``start``..``last`` whose label in force is fraud (label events
-    that became known from ``start`` on: a post-drift transaction's cannot be older)."""
+    """Transactions of days ``start``..``last`` whose label in force at the end of ``last``
+    is fraud (label events that became known from ``start`` on: a post-drift transaction's
+    cannot be older; none known after ``last``, even if already ingested)."""
     days = [start + timedelta(days=i) for i in range((last - start).days + 1)]
     traffic = read_history(storage.data_root, "raw_transactions", days)
     if not traffic.height:
         return 0
     events = read_label_partitions(storage.data_root, "fraud_labels", since=start)
-    frauds = latest_labels(events).filter(pl.col("is_fraud") == 1)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+    known = events.filter(pl.col("known_at") < end)  # not what a later partition holds
+    frauds = latest_labels(known).filter(pl.col("is_fraud") == 1)
     return frauds.join(traffic.select("transaction_id"), on="transaction_id", how="semi").height
 
 

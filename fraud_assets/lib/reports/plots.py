@@ -183,3 +183,67 @@ def ap_trend_png(
     ax.legend(fontsize=9, loc="best")
     fig.savefig(out, dpi=PNG_DPI, format="png")
     return out
+
+
+def replay_png(days: pl.DataFrame, drifts: list[dict], path: str | Path) -> Path:
+    """The operations replay: per policy, the 7-day rolling detection rate (recall at the
+    alert rule), false positive rate and alerts per day, with the drifts' starts and the
+    days a policy's model in service changed."""
+    out = prepare_path(path)
+    data = to_pandas(
+        days,
+        [
+            "policy",
+            "day",
+            "true_positives",
+            "frauds",
+            "false_positives",
+            "transactions",
+            "alerts",
+            "model_version",
+        ],
+    )
+    data["day"] = pd.to_datetime(data["day"])
+    fig = _new_figure(10.0, 9.0)
+    axes = fig.subplots(3, 1, sharex=True)
+    for policy, part in data.groupby("policy", sort=False):
+        part = part.sort_values("day")
+        roll = part.set_index("day").rolling("7D")
+        recall = roll["true_positives"].sum() / roll["frauds"].sum()
+        fpr = roll["false_positives"].sum() / (roll["transactions"].sum() - roll["frauds"].sum())
+        (line,) = axes[0].plot(recall.index, recall.values, lw=1.6, label=policy)
+        axes[1].plot(fpr.index, fpr.values * 100, lw=1.6, color=line.get_color())
+        axes[2].plot(part["day"], part["alerts"], lw=1.2, color=line.get_color())
+        changed = part["model_version"].ne(part["model_version"].shift()).to_numpy()
+        changed[0] = False
+        axes[0].scatter(
+            part["day"][changed],
+            recall.values[changed],
+            color=line.get_color(),
+            marker="^",
+            s=30,
+            zorder=3,
+        )
+    for drift in drifts:
+        for ax in axes:
+            ax.axvline(pd.Timestamp(drift["start"]), color="grey", ls="--", lw=1)
+        axes[0].annotate(
+            drift["kind"],
+            (pd.Timestamp(drift["start"]), 0.02),
+            fontsize=8,
+            rotation=90,
+            va="bottom",
+            ha="right",
+            color="grey",
+        )
+    axes[0].set_ylabel("detection rate (7-day)")
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=9, title="▲ new model in service", title_fontsize=8)
+    axes[1].set_ylabel("false positive rate, % (7-day)")
+    axes[2].set_ylabel("alerts per day")
+    axes[0].set_title("Operations replay: policies side by side")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.savefig(out, dpi=PNG_DPI, format="png")
+    return out
