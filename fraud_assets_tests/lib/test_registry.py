@@ -11,13 +11,14 @@ from fraud_assets.lib import registry
 def client(tmp_path: Path):
     import mlflow
 
-    registry.configure_mlflow(
+    experiment = registry.configure_mlflow(
         f"sqlite:///{tmp_path / 'mlflow.db'}", "test", str(tmp_path / "artifacts")
     )
     c = mlflow.MlflowClient()
     c.create_registered_model("m")
     for _ in range(3):
-        with mlflow.start_run() as run:
+        # In the test's experiment: the default one keeps artifacts in ./mlruns of the cwd.
+        with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_text("x", "model/placeholder.txt")
         c.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id)
     yield c
