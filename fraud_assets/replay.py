@@ -23,7 +23,7 @@ recalibration, which acts on a running service's deployment pointer.
 Per day and policy (``days.csv``): recall at the alert rule (fraud detection rate), false
 positive rate, precision, fraud amount caught and missed, alerts, the model version in
 service. ``replay.png`` plots them; the summary compares the policies on the days after
-each drift, as gains over the static model.
+each drift (to the next one), as gains over the static model.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ MONITOR = ("feature_drift", "prediction_drift")
 WARMUP_DAYS = 28
 STATE_PARTS = ("dagster", "data", "mlflow")  # what a policy copies from the warm-up
 DAY_FILE = "days.csv"
-SUMMARY_DAYS = 21  # days after a drift's start that the summary compares
 
 
 def default_drifts(first: date, days: int) -> list[dict[str, Any]]:
@@ -268,13 +267,18 @@ def _score_day(day: date) -> dict[str, Any]:
 
 
 def summary(days: pl.DataFrame, drifts: list[dict[str, Any]]) -> pl.DataFrame:
-    """Per drift and policy, over the SUMMARY_DAYS days from its start: detection rate,
-    false positives, alerts per day, and the gains over the static model in percent."""
+    """Per drift and policy, over the days from its start to the next drift's (or the end):
+    detection rate, false positives, alerts per day, and the gains over the static model in
+    percent. The whole regime, not a fixed window: a response takes two weeks or more
+    (labels mature first), and the days before it count as much as those after."""
     out = []
+    starts = sorted(date.fromisoformat(d["start"]) for d in drifts)
     for drift in drifts:
         start = date.fromisoformat(drift["start"])
-        window = [str(start + timedelta(days=i)) for i in range(SUMMARY_DAYS)]
-        part = days.filter(pl.col("day").is_in(window))
+        later = [s for s in starts if s > start]
+        part = days.filter(pl.col("day") >= str(start))
+        if later:
+            part = part.filter(pl.col("day") < str(later[0]))
         totals = part.group_by("policy").agg(
             pl.col("true_positives").sum(),
             pl.col("false_positives").sum(),
@@ -324,7 +328,7 @@ def report(days: pl.DataFrame, drifts: list[dict[str, Any]], out: Path) -> None:
                 "actions",
             )
         )
-        print(f"\nThe {SUMMARY_DAYS} days from each drift's start:")
+        print("\nFrom each drift's start to the next one's (or the end):")
         print(
             table.select(
                 "drift",
